@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Make the checkout runnable: system packages (apt-get, when root) and a
+# .venv with the Python dependencies. Idempotent and quick when nothing changed.
+# Usage: scripts/bootstrap.sh [run|test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-run}"
+
+apt_run=(python3 python3-venv python3-dev libportaudio2 libsndfile1)
+apt_test=(pulseaudio pulseaudio-utils libasound2-plugins)
+packages=("${apt_run[@]}")
+[ "$mode" = test ] && packages+=("${apt_test[@]}")
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing system packages: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "bootstrap: please install: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+extras=""
+[ "$mode" = test ] && extras="[dev]"
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)$mode"
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv" >&2
+  python3 -m venv .venv
+fi
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing Python packages into .venv${extras:+ (with test tools)}" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".$extras"
+  touch "$stamp"
+fi

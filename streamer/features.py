@@ -1,0 +1,186 @@
+"""The one feature function shared by training, file analysis and live streams.
+
+Features are log-mel frames restricted to the telephone band (300-3400 Hz),
+so wideband and call audio look alike to the model. Frames are computed
+without centring (``center=False``): frame ``i`` covers samples
+``[i * hop, i * hop + n_fft)``. Hence the frames of any hop-aligned slice of
+a signal are exactly the matching slice of the whole signal's frames, which
+lets training crop cached clip features and lets a stream reuse frames.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field
+
+import librosa
+import numpy as np
+
+NORMALIZATIONS = ("level", "cmn")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Feature settings; saved next to the model and loaded with it.
+
+    Attributes
+    ----------
+    sample_rate : int
+        Rate all audio is resampled to before features, Hz.
+    n_fft, hop_length : int
+        STFT frame and hop, samples.
+    n_mels : int
+        Number of mel bands between ``fmin`` and ``fmax``.
+    window_s : float
+        Length of the window the model classifies, seconds.
+    normalization : str
+        ``"level"``: subtract the window's mean log-energy (gain invariance);
+        ``"cmn"``: subtract each band's mean over the window (also removes
+        the channel's fixed colouring).
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 64
+    fmin: float = 300.0
+    fmax: float = 3400.0
+    window_s: float = 2.0
+    normalization: str = "level"
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.hop_length <= 0 or self.n_fft <= 0:
+            raise ValueError("sample_rate, n_fft and hop_length must be positive")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError("need 0 <= fmin < fmax <= sample_rate / 2")
+        if self.window_samples < self.n_fft:
+            raise ValueError("window must be at least one STFT frame long")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def window_frames(self) -> int:
+        return frame_count(self.window_samples, self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureConfig:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-dimension mean and std of level-normalised training features."""
+
+    mean: np.ndarray = field(repr=False)
+    std: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureStats:
+        return cls(np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32))
+
+
+def frame_count(n_samples: int, config: FeatureConfig) -> int:
+    """Number of complete frames in ``n_samples`` samples."""
+    if n_samples < config.n_fft:
+        return 0
+    return 1 + (n_samples - config.n_fft) // config.hop_length
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    return librosa.filters.mel(
+        sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax
+    ).astype(np.float32)
+
+
+def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Log-mel frames of mono audio at ``config.sample_rate``.
+
+    Parameters
+    ----------
+    audio : np.ndarray
+        1-D float array.
+    config : FeatureConfig
+
+    Returns
+    -------
+    np.ndarray
+        ``(frame_count(len(audio)), n_mels)`` float32, in dB.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be 1-D, got shape {audio.shape}")
+    n = frame_count(audio.size, config)
+    if n == 0:
+        return np.zeros((0, config.n_mels), np.float32)
+    spec = librosa.stft(
+        audio[: config.n_fft + (n - 1) * config.hop_length],
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        center=False,
+        window="hann",
+    )
+    power = np.square(np.abs(spec), dtype=np.float32)
+    basis = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+    mel = basis @ power
+    return (10.0 * np.log10(np.maximum(mel, 1e-10))).T.astype(np.float32)
+
+
+def normalize_windows(windows: np.ndarray, config: FeatureConfig, stats: FeatureStats) -> np.ndarray:
+    """Level- (or band-) normalise then standardise windows of frames.
+
+    Parameters
+    ----------
+    windows : np.ndarray
+        ``(window_frames, n_mels)`` or a batch ``(batch, window_frames, n_mels)``.
+
+    Returns
+    -------
+    np.ndarray
+        float32 array of the same shape, ready for the model.
+    """
+    x = np.asarray(windows, dtype=np.float32)
+    if config.normalization == "level":
+        x = x - x.mean(axis=(-2, -1), keepdims=True)
+    else:
+        x = x - x.mean(axis=-2, keepdims=True)
+    return ((x - stats.mean) / stats.std).astype(np.float32, copy=False)
+
+
+def window_starts(n_samples: int, window: int, hop: int, align: int = 1) -> list[int]:
+    """Start samples of sliding windows that cover a whole signal.
+
+    Windows start every ``hop`` samples; if the last one ends before the
+    signal does, one more window is placed as close to the end as ``align``
+    allows (starts stay multiples of ``align``, e.g. the feature hop), so no
+    more than ``align - 1`` tail samples go unscored. A signal shorter than
+    one window gives the single start 0 (the caller pads it).
+    """
+    if window <= 0 or hop <= 0 or align <= 0:
+        raise ValueError("window, hop and align must be positive")
+    if hop % align:
+        raise ValueError("hop must be a multiple of align")
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    last = (n_samples - window) // align * align
+    if last > starts[-1]:
+        starts.append(last)
+    return starts
+
+
+def pad_to(audio: np.ndarray, length: int) -> np.ndarray:
+    """Zero-pad ``audio`` at the end to at least ``length`` samples."""
+    if audio.size >= length:
+        return audio
+    return np.concatenate([audio, np.zeros(length - audio.size, dtype=audio.dtype)])

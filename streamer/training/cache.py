@@ -1,0 +1,144 @@
+"""Feature cache: every clip's frames, clean and under augmented conditions.
+
+Training crops random windows out of these frame sequences; because features
+are computed without centring, a hop-aligned crop equals the features of the
+cropped audio (see ``streamer.features``). The cache lives outside the
+repository (``$EMOTION_CACHE_DIR``, default ``.cache/`` in the checkout):
+it is derived from the corpora and must never be committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamer.audio import AudioError, clean_clip, load_audio
+from streamer.features import FeatureConfig, frame_features
+from streamer.training.augment import random_augment, telephone_channel
+from streamer.training.corpora import Clip, find_clips
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 3  # bump when cleaning or augmentation changes
+N_AUGMENTED = 4
+CLEAN, TELEPHONE = 0, 1  # variant indices; 2.. are random augmentations
+N_VARIANTS = 2 + N_AUGMENTED
+BABBLE_CLIPS = 48
+
+
+@dataclass
+class FeatureCache:
+    """Frames of ``clips[i]`` variant ``v`` are ``frames[offsets[i, v]:offsets[i, v + 1]]``."""
+
+    clips: list[Clip]
+    frames: np.ndarray  # (total_frames, n_mels) float16
+    offsets: np.ndarray  # (n_clips, N_VARIANTS + 1) int64
+    skipped: list[tuple[str, str]]
+
+    def get(self, clip_index: int, variant: int) -> np.ndarray:
+        a, b = self.offsets[clip_index, variant], self.offsets[clip_index, variant + 1]
+        return self.frames[a:b]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EMOTION_CACHE_DIR", Path(__file__).resolve().parents[2] / ".cache"))
+
+
+def _pad_short(audio: np.ndarray, config: FeatureConfig, rng: np.random.Generator) -> np.ndarray:
+    """Pad clips shorter than a window with faint noise, at a random position.
+
+    A live window often holds a short utterance and a pause; the model sees
+    the same during training.
+    """
+    need = config.window_samples + config.sample_rate // 4 - audio.size
+    if need <= 0:
+        return audio
+    before = int(rng.integers(need + 1))
+    quiet = (rng.standard_normal(need) * 10 ** (-70 / 20)).astype(np.float32)
+    return np.concatenate([quiet[:before], audio, quiet[before:]])
+
+
+_BABBLE: list[np.ndarray] = []
+
+
+def _init_worker(babble_paths: list[str], config: FeatureConfig) -> None:
+    for path in babble_paths:
+        try:
+            _BABBLE.append(clean_clip(load_audio(path, config.sample_rate), config.sample_rate))
+        except AudioError:
+            pass
+
+
+def _clip_variants(job: tuple[int, str, FeatureConfig]) -> tuple[int, list[np.ndarray] | str]:
+    index, path, config = job
+    try:
+        audio = clean_clip(load_audio(path, config.sample_rate), config.sample_rate)
+    except AudioError as exc:
+        return index, str(exc)
+    rng = np.random.default_rng([CACHE_VERSION, index])
+    audio = _pad_short(audio, config, rng)
+    variants = [audio, telephone_channel(audio, config.sample_rate)]
+    for _ in range(N_AUGMENTED):
+        variants.append(random_augment(audio, config.sample_rate, rng, _BABBLE))
+    return index, [frame_features(v, config).astype(np.float16) for v in variants]
+
+
+def cache_key(config: FeatureConfig, clips: list[Clip]) -> str:
+    # Normalisation is applied per window after caching; it does not change frames.
+    settings = {k: v for k, v in config.to_dict().items() if k != "normalization"}
+    blob = json.dumps([CACHE_VERSION, N_AUGMENTED, settings, [str(c.path) for c in clips]]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def build_cache(data_dir: Path, config: FeatureConfig, workers: int | None = None) -> FeatureCache:
+    """Load the cache for this data folder and feature config, building it if missing."""
+    inventory = find_clips(data_dir)
+    clips = inventory.clips
+    path = default_cache_dir() / f"features-{cache_key(config, clips)}.npz"
+    if path.exists():
+        data = np.load(path, allow_pickle=False)
+        keep = [c for c in clips if str(c.path) in set(data["paths"].tolist())]
+        skipped = [tuple(s.split("\t", 1)) for s in data["skipped"].tolist()]
+        return FeatureCache(keep, data["frames"], data["offsets"], skipped)  # type: ignore[arg-type]
+
+    babble = [str(c.path) for c in clips if c.corpus == "tess"][:: max(1, 2800 // BABBLE_CLIPS)]
+    jobs = [(i, str(c.path), config) for i, c in enumerate(clips)]
+    results: dict[int, list[np.ndarray]] = {}
+    skipped = [(str(p), why) for p, why in inventory.skipped]
+    started = time.monotonic()
+    with mp.get_context("fork").Pool(workers or os.cpu_count(), _init_worker, (babble, config)) as pool:
+        for done, (index, out) in enumerate(pool.imap_unordered(_clip_variants, jobs, chunksize=8), 1):
+            if isinstance(out, str):
+                skipped.append((jobs[index][1], out))
+                log.warning("skipping %s: %s", jobs[index][1], out)
+            else:
+                results[index] = out
+            if done % 250 == 0 or done == len(jobs):
+                rate = done / (time.monotonic() - started)
+                print(f"features: {done}/{len(jobs)} clips ({rate:.1f}/s)", file=sys.stderr, flush=True)
+
+    kept = sorted(results)
+    lengths = np.array([[v.shape[0] for v in results[i]] for i in kept], dtype=np.int64)
+    offsets = np.zeros((len(kept), N_VARIANTS + 1), np.int64)
+    offsets[:, 1:] = np.cumsum(lengths, axis=1)
+    offsets += np.concatenate([[0], np.cumsum(lengths.sum(axis=1))[:-1]])[:, None]
+    frames = np.concatenate([v for i in kept for v in results[i]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        frames=frames,
+        offsets=offsets,
+        paths=np.array([str(clips[i].path) for i in kept]),
+        skipped=np.array([f"{p}\t{w}" for p, w in skipped] or [""])[: len(skipped)],
+    )
+    tmp.replace(path)
+    return FeatureCache([clips[i] for i in kept], frames, offsets, skipped)

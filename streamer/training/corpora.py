@@ -1,0 +1,113 @@
+"""Finding and labelling the RAVDESS and TESS clips in a data folder.
+
+The folder layout is described in the data folder's README.md. Files whose
+names do not follow the corpus convention are skipped with a warning and
+counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamer.labels import EMOTION_INDEX, EMOTIONS
+
+DATA_ENV = "EMOTION_DATA_DIR"
+log = logging.getLogger(__name__)
+
+RAVDESS_EMOTIONS = {f"{i + 1:02d}": name for i, name in enumerate(EMOTIONS)}
+TESS_EMOTIONS = {
+    "angry": "angry",
+    "disgust": "disgust",
+    "fear": "fearful",
+    "happy": "happy",
+    "neutral": "neutral",
+    "pleasant_surprise": "surprised",
+    "ps": "surprised",
+    "sad": "sad",
+}
+AUDIO_SUFFIXES = {".flac", ".wav"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled recording."""
+
+    path: Path
+    corpus: str  # "ravdess" | "tess"
+    speaker: str  # "ravdess-01" ... "ravdess-24", "tess-OAF", "tess-YAF"
+    emotion: str
+
+    @property
+    def label(self) -> int:
+        return EMOTION_INDEX[self.emotion]
+
+    @property
+    def actor(self) -> int | None:
+        """RAVDESS actor number, None for TESS."""
+        return int(self.speaker.split("-")[1]) if self.corpus == "ravdess" else None
+
+
+@dataclass
+class Inventory:
+    clips: list[Clip]
+    skipped: list[tuple[Path, str]]
+
+
+def resolve_data_dir(arg: str | None) -> Path:
+    """The data folder from an argument, else ``$EMOTION_DATA_DIR``."""
+    value = arg or os.environ.get(DATA_ENV)
+    if not value:
+        raise SystemExit(f"error: give the data folder with --data or set {DATA_ENV}")
+    path = Path(value).expanduser().resolve()
+    if not (path / "ravdess").is_dir() and not (path / "tess").is_dir():
+        raise SystemExit(f"error: {path} holds neither ravdess/ nor tess/")
+    return path
+
+
+def parse_ravdess_name(path: Path) -> Clip | None:
+    """``03-01-EE-II-SS-RR-AA`` (audio-only speech); None if it does not fit."""
+    parts = path.stem.split("-")
+    if len(parts) != 7 or not all(p.isdigit() and len(p) == 2 for p in parts):
+        return None
+    modality, channel, emotion, *_rest, actor = parts
+    if modality != "03" or channel != "01" or emotion not in RAVDESS_EMOTIONS:
+        return None
+    if not 1 <= int(actor) <= 24:
+        return None
+    return Clip(path, "ravdess", f"ravdess-{actor}", RAVDESS_EMOTIONS[emotion])
+
+
+def parse_tess_path(path: Path) -> Clip | None:
+    """``<SPEAKER>_<emotion>/<SPEAKER>_<word>_<suffix>``; the folder decides.
+
+    The folder, not the file name, gives speaker and emotion: one upstream
+    file carries the typo ``OA_bite_neutral``.
+    """
+    speaker, _, emotion = path.parent.name.partition("_")
+    if speaker not in ("OAF", "YAF") or emotion not in TESS_EMOTIONS:
+        return None
+    return Clip(path, "tess", f"tess-{speaker}", TESS_EMOTIONS[emotion])
+
+
+def find_clips(data_dir: Path) -> Inventory:
+    """All labelled clips of both corpora under ``data_dir``, sorted by path."""
+    clips: list[Clip] = []
+    skipped: list[tuple[Path, str]] = []
+    for corpus, parse in (("ravdess", parse_ravdess_name), ("tess", parse_tess_path)):
+        root = data_dir / corpus
+        if not root.is_dir():
+            log.warning("no %s folder under %s", corpus, data_dir)
+            continue
+        for path in sorted(root.rglob("*")):
+            if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
+                continue
+            clip = parse(path)
+            if clip is None:
+                skipped.append((path, "name does not follow the corpus convention"))
+                log.warning("skipping %s: name does not follow the corpus convention", path)
+            else:
+                clips.append(clip)
+    return Inventory(clips, skipped)

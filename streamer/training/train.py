@@ -1,0 +1,74 @@
+"""Train the shipped model on all of RAVDESS and TESS and write ``models/``.
+
+Usage: ``python -m streamer.training.train --data ../shared/data``
+(or ``make train``). Writes the Keras model, one LiteRT file per batch size
+and ``config.json`` (labels, feature settings, normalisation statistics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from streamer.features import FeatureConfig
+from streamer.labels import EMOTIONS
+from streamer.runtime import CONFIG_NAME, KERAS_NAME, LITERT_BATCH_SIZES, litert_name
+from streamer.training.cache import build_cache
+from streamer.training.corpora import resolve_data_dir
+from streamer.training.trainer import TrainSettings, train_model
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+def save_model(model, stats, config: FeatureConfig, settings: TrainSettings, out: Path, trained_on: dict) -> None:
+    """Write the Keras file, the LiteRT files and config.json into ``out``."""
+    from streamer.training.model import export_litert
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / KERAS_NAME)
+    for batch in LITERT_BATCH_SIZES:
+        (out / litert_name(batch)).write_bytes(export_litert(model, batch))
+    meta = {
+        "labels": list(EMOTIONS),
+        "features": config.to_dict(),
+        "normalization": stats.to_dict(),
+        "hop_s": 0.5,
+        "parameters": int(model.count_params()),
+        "train_settings": asdict(settings),
+        "trained_on": trained_on,
+    }
+    (out / CONFIG_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="data folder (default: $EMOTION_DATA_DIR)")
+    parser.add_argument("--out", type=Path, default=MODELS_DIR)
+    parser.add_argument("--epochs", type=int, default=TrainSettings.epochs)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+    started = time.monotonic()
+    config = FeatureConfig()
+    cache = build_cache(resolve_data_dir(args.data), config)
+    print(f"{len(cache.clips)} clips, {len(cache.skipped)} skipped", file=sys.stderr)
+    settings = TrainSettings(epochs=args.epochs)
+    everything = np.arange(len(cache.clips))
+    model, stats = train_model(cache, everything, config, settings, label="final")
+    counts: dict[str, int] = {}
+    for clip in cache.clips:
+        counts[clip.corpus] = counts.get(clip.corpus, 0) + 1
+    save_model(model, stats, config, settings, args.out, {"clips": counts, "skipped": len(cache.skipped)})
+    print(f"wrote {args.out} in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
