@@ -59,13 +59,14 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
     tracker = SpeechTracker(history_chunks=padded.size // 512 + 2)
     tracker.feed(padded)
 
-    starts = window_starts(audio.size, length, hop, align=config.hop_length)
-    speech = [tracker.is_speech(s, s + length) for s in starts]
-    speech_starts = [s for s, ok in zip(starts, speech) if ok]
+    # Windows are cut on feature frames, exactly as training crops cached clips.
     n_frames = config.window_frames
+    step = config.hop_length
+    starts = [f * step for f in window_starts(frames.shape[0], n_frames, hop // step)]
+    speech_starts = [s for s in starts if tracker.is_speech(s, s + length)]
     probs = np.zeros((len(speech_starts), len(model.labels)), np.float32)
     for i in range(0, len(speech_starts), PREDICT_CHUNK):
-        batch = [frames[s // config.hop_length : s // config.hop_length + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]]
+        batch = [frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]]
         probs[i : i + len(batch)] = model.predict(np.stack(batch))
 
     duration = audio.size / config.sample_rate

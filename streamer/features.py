@@ -98,9 +98,7 @@ def frame_count(n_samples: int, config: FeatureConfig) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    return librosa.filters.mel(
-        sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax
-    ).astype(np.float32)
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
 
 
 def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -157,25 +155,21 @@ def normalize_windows(windows: np.ndarray, config: FeatureConfig, stats: Feature
     return ((x - stats.mean) / stats.std).astype(np.float32, copy=False)
 
 
-def window_starts(n_samples: int, window: int, hop: int, align: int = 1) -> list[int]:
-    """Start samples of sliding windows that cover a whole signal.
+def window_starts(n: int, window: int, hop: int) -> list[int]:
+    """Starts of sliding windows that cover a whole sequence of ``n`` items.
 
-    Windows start every ``hop`` samples; if the last one ends before the
-    signal does, one more window is placed as close to the end as ``align``
-    allows (starts stay multiples of ``align``, e.g. the feature hop), so no
-    more than ``align - 1`` tail samples go unscored. A signal shorter than
-    one window gives the single start 0 (the caller pads it).
+    Windows start every ``hop``; if the last one ends before the sequence
+    does, one more window is aligned to the end, so no tail goes unscored.
+    A sequence shorter than one window gives the single start 0 (the caller
+    pads it). Used on feature frames, so starts stay frame-aligned.
     """
-    if window <= 0 or hop <= 0 or align <= 0:
-        raise ValueError("window, hop and align must be positive")
-    if hop % align:
-        raise ValueError("hop must be a multiple of align")
-    if n_samples <= window:
+    if window <= 0 or hop <= 0:
+        raise ValueError("window and hop must be positive")
+    if n <= window:
         return [0]
-    starts = list(range(0, n_samples - window + 1, hop))
-    last = (n_samples - window) // align * align
-    if last > starts[-1]:
-        starts.append(last)
+    starts = list(range(0, n - window + 1, hop))
+    if starts[-1] + window < n:
+        starts.append(n - window)
     return starts
 
 

@@ -9,6 +9,7 @@ it is derived from the corpora and must never be committed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -71,10 +72,8 @@ _BABBLE: list[np.ndarray] = []
 
 def _init_worker(babble_paths: list[str], config: FeatureConfig) -> None:
     for path in babble_paths:
-        try:
+        with contextlib.suppress(AudioError):
             _BABBLE.append(clean_clip(load_audio(path, config.sample_rate), config.sample_rate))
-        except AudioError:
-            pass
 
 
 def _clip_variants(job: tuple[int, str, FeatureConfig]) -> tuple[int, list[np.ndarray] | str]:

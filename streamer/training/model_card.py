@@ -42,7 +42,9 @@ def write_model_card(metrics: dict, out: Path) -> Path:
         ("old protocol: random split of pooled clips (speakers shared)", rnd),
     ):
         if block:
-            summary.append(f"| {name} | {_pct(block.get('ua'))} | {_pct(block.get('wa'))} | {_pct(block.get('macro_f1'))} |")
+            summary.append(
+                f"| {name} | {_pct(block.get('ua'))} | {_pct(block.get('wa'))} | {_pct(block.get('macro_f1'))} |"
+            )
 
     folds = ["| fold | test actors | UA | WA | macro-F1 | telephone UA |", "|---|---|---|---|---|---|"]
     for wide, tel in zip(cv.get("per_fold", []), phone.get("per_fold", [])):

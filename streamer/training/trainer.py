@@ -124,9 +124,7 @@ def train_model(
     )
     started = time.monotonic()
     for epoch in range(settings.epochs):
-        x, y = _draw_windows(
-            cache, train_indices, weights, config, rng, settings.steps_per_epoch * settings.batch_size
-        )
+        x, y = _draw_windows(cache, train_indices, weights, config, rng, settings.steps_per_epoch * settings.batch_size)
         x = normalize_windows(x, config, stats)
         spec_augment(x, rng)
         history = model.fit(
@@ -172,4 +170,3 @@ def predict_clips(
     probs = model.predict(x, batch_size=256, verbose=0)
     bounds = np.cumsum([0] + counts)
     return np.stack([probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
-

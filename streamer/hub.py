@@ -1,0 +1,147 @@
+"""Websocket fan-out with recent history and bounded per-client queues.
+
+Runs on the asyncio event loop. ``publish`` never waits on a client: each
+client has its own bounded queue and sender task, so a slow or stalled
+browser only loses its own oldest messages (counted), never delays others,
+and never grows memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+
+log = logging.getLogger(__name__)
+
+
+class ClientQueue:
+    """Bounded queue of encoded messages; when full the oldest is dropped and counted."""
+
+    def __init__(self, maxlen: int) -> None:
+        self._items: deque[str] = deque()
+        self.maxlen = maxlen
+        self.dropped = 0
+        self._ready = asyncio.Event()
+
+    def put(self, text: str) -> None:
+        if len(self._items) >= self.maxlen:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(text)
+        self._ready.set()
+
+    async def get_all(self) -> list[str]:
+        await self._ready.wait()
+        items = list(self._items)
+        self._items.clear()
+        self._ready.clear()
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Hub:
+    """Keeps the last ``history_s`` of scores per stream channel, the latest
+    status per stream and recent alerts, and fans messages out to clients.
+
+    Parameters
+    ----------
+    history_s : float
+        Seconds of score history a new client receives first.
+    hop_s : float
+        Expected seconds between scores of one channel (sizes the history).
+    client_queue : int
+        Messages a client may lag behind before its oldest are dropped.
+    """
+
+    def __init__(self, history_s: float = 300.0, hop_s: float = 0.5, client_queue: int = 2000) -> None:
+        self._history_len = max(1, int(history_s / hop_s))
+        self._scores: dict[tuple[str, str], deque[str]] = {}
+        self._status: dict[str, str] = {}
+        self._alerts: deque[str] = deque(maxlen=200)
+        self._clients: set[ClientQueue] = set()
+        self.client_queue = client_queue
+        self.dropped_total = 0  # by clients that have left, plus live ones via stats()
+        self.published = 0
+        self._closing = asyncio.Event()
+
+    def publish(self, message: dict) -> None:
+        """Store and fan out one message; call on the event loop thread."""
+        text = json.dumps(message, separators=(",", ":"))
+        kind = message.get("type")
+        if kind == "scores":
+            key = (message["stream"], message["channel"])
+            if key not in self._scores:
+                self._scores[key] = deque(maxlen=self._history_len)
+            self._scores[key].append(text)
+        elif kind == "status":
+            self._status[message["stream"]] = text
+        elif kind == "alert":
+            self._alerts.append(text)
+        self.published += 1
+        for client in self._clients:
+            client.put(text)
+
+    def snapshot(self) -> list[str]:
+        """What a new client gets first: statuses, alerts, then score history."""
+        out = list(self._status.values()) + list(self._alerts)
+        for history in self._scores.values():
+            out.extend(history)
+        return out
+
+    def stats(self) -> dict:
+        return {
+            "clients": len(self._clients),
+            "published": self.published,
+            "dropped": self.dropped_total + sum(c.dropped for c in self._clients),
+            "streams": sorted(self._status),
+        }
+
+    def statuses(self) -> list[dict]:
+        return [json.loads(s) for s in self._status.values()]
+
+    async def serve(self, send_text, receive) -> None:
+        """Serve one client until it disconnects or the hub closes.
+
+        ``send_text(str)`` and ``receive()`` are the websocket's coroutines;
+        ``receive`` must raise or return a disconnect when the client leaves.
+        """
+        client = ClientQueue(self.client_queue)
+        history = self.snapshot()
+        self._clients.add(client)  # no await between snapshot and add: no gap, no duplicate
+        for text in history:
+            client.put(text)
+
+        async def pump() -> None:
+            while True:
+                for text in await client.get_all():
+                    await send_text(text)
+
+        async def drain_incoming() -> None:
+            while True:
+                message = await receive()
+                if message.get("type") == "websocket.disconnect":
+                    return
+
+        tasks = [
+            asyncio.create_task(pump()),
+            asyncio.create_task(drain_incoming()),
+            asyncio.create_task(self._closing.wait()),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._clients.discard(client)
+            self.dropped_total += client.dropped
+            if client.dropped:
+                log.info("a dashboard client left after %d dropped messages", client.dropped)
+
+    def close(self) -> None:
+        """Make every ``serve`` return so the server can close the sockets (shutdown)."""
+        self._closing.set()

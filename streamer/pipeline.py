@@ -1,0 +1,228 @@
+"""From captured frames to scored windows: per-stream state and the model worker.
+
+``StreamAnalyzer`` is pure bookkeeping for one stream (resampling, gap
+filling, per-channel sliding windows, speech gating, rolling scores).
+``AnalysisWorker`` is the one thread that drains every source's ring
+buffer, computes features and runs the model batched across all streams and
+channels, and hands finished messages to ``emit`` (which must not block).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import soxr
+
+from streamer.features import FeatureConfig, frame_features
+from streamer.messages import scores_message
+from streamer.ringbuffer import AudioRing
+from streamer.scoring import RollingScores
+from streamer.vad import SpeechTracker
+from streamer.windowing import SlidingWindows
+
+log = logging.getLogger(__name__)
+MONO = "mono"
+MAX_GAP_S = 5.0  # longer gaps are not replayed as silence, only counted
+
+
+@dataclass
+class WindowJob:
+    """A window cut from a channel, waiting for the model."""
+
+    analyzer: StreamAnalyzer
+    channel: int
+    end: int  # sample position (model rate) of the window's end
+    audio: np.ndarray
+    speech: bool
+    cut_at: float = field(default_factory=time.perf_counter)
+
+
+class StreamAnalyzer:
+    """Windows, speech gating and rolling scores for one stream's channels.
+
+    Parameters
+    ----------
+    stream_id : str
+    channels : list of str
+        Names of the captured channels, or ``["mono"]`` to downmix all.
+    input_rate : int
+        Rate of the pushed frames; resampled to the model rate here.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        channels: list[str],
+        input_rate: int,
+        config: FeatureConfig,
+        hop_s: float = 0.5,
+        horizon_s: float = 4.0,
+        tracker_factory: Callable[[], SpeechTracker] = SpeechTracker,
+    ) -> None:
+        self.stream_id = stream_id
+        self.channel_names = channels
+        self.config = config
+        self.input_rate = input_rate
+        hop = int(round(hop_s * config.sample_rate))
+        if hop <= 0:
+            raise ValueError("hop must be positive")
+        self._resampler = (
+            None
+            if input_rate == config.sample_rate
+            else soxr.ResampleStream(input_rate, config.sample_rate, len(channels), dtype="float32")
+        )
+        self._windows = [SlidingWindows(config.window_samples, hop) for _ in channels]
+        self._trackers = [tracker_factory() for _ in channels]
+        self._rolling = [RollingScores(horizon_s) for _ in channels]
+        self.expected_pos = 0  # next input frame position we expect from the ring
+        self.windows_done = 0
+        self.latency_ms: list[float] = []  # recent, for status
+
+    def push(self, start_pos: int, frames: np.ndarray) -> list[WindowJob]:
+        """Frames ``(n, captured_channels)`` starting at input position ``start_pos``."""
+        frames = frames.reshape(len(frames), -1)
+        if self.channel_names == [MONO] and frames.shape[1] > 1:
+            frames = frames.mean(axis=1, keepdims=True)
+        elif frames.shape[1] != len(self.channel_names):
+            raise ValueError(f"got {frames.shape[1]} channels, expected {len(self.channel_names)}")
+        gap = start_pos - self.expected_pos
+        self.expected_pos = start_pos + len(frames)
+        if gap > 0:
+            # Lost audio (overrun) is replayed as silence so timestamps stay true.
+            fill = np.zeros((min(gap, int(MAX_GAP_S * self.input_rate)), frames.shape[1]), np.float32)
+            frames = np.concatenate([fill, frames])
+        if self._resampler is not None:
+            frames = self._resampler.resample_chunk(np.ascontiguousarray(frames, np.float32))
+        jobs = []
+        window = self.config.window_samples
+        for ch in range(len(self.channel_names)):
+            samples = np.ascontiguousarray(frames[:, ch])
+            self._trackers[ch].feed(samples)
+            for end, audio in self._windows[ch].push(samples):
+                speech = self._trackers[ch].is_speech(end - window, end)
+                jobs.append(WindowJob(self, ch, end, audio, speech))
+        return jobs
+
+    def complete(self, job: WindowJob, probs: np.ndarray | None) -> dict:
+        """The scores message for a finished window (``probs`` None for silence)."""
+        t = job.end / self.config.sample_rate
+        rolling = self._rolling[job.channel].update(t, probs)
+        latency = (time.perf_counter() - job.cut_at) * 1000.0
+        self.windows_done += 1
+        self.latency_ms = (self.latency_ms + [latency])[-20:]
+        return scores_message(self.stream_id, self.channel_names[job.channel], t, probs, rolling, latency)
+
+
+class Source:
+    """What the worker needs from a capture adapter (device or file)."""
+
+    stream_id: str
+    ring: AudioRing
+    analyzer: StreamAnalyzer
+
+    def status(self) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class AnalysisWorker(threading.Thread):
+    """Drains sources, batches windows across streams, runs features + model.
+
+    Parameters
+    ----------
+    model : EmotionModel-like
+        Has ``predict(frames)`` and ``config``.
+    emit : callable
+        Receives each message dict; must be quick and thread-safe.
+    status_every_s : float
+        How often each source's status is emitted.
+    """
+
+    def __init__(
+        self,
+        model,
+        emit: Callable[[dict], None],
+        poll_s: float = 0.02,
+        max_batch: int = 256,
+        status_every_s: float = 1.0,
+    ) -> None:
+        super().__init__(name="analysis-worker", daemon=True)
+        self.model = model
+        self.emit = emit
+        self.poll_s = poll_s
+        self.max_batch = max_batch
+        self.status_every_s = status_every_s
+        self._sources: list[Source] = []
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._last_status = 0.0
+
+    def add(self, source: Source) -> None:
+        with self._lock:
+            self._sources.append(source)
+
+    @property
+    def sources(self) -> list[Source]:
+        with self._lock:
+            return list(self._sources)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the windows already captured, then end the thread."""
+        self._stop_event.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        while True:
+            stopping = self._stop_event.is_set()
+            jobs = self._collect()
+            if jobs:
+                self._process(jobs)
+            now = time.monotonic()
+            if now - self._last_status >= self.status_every_s or stopping:
+                self._last_status = now
+                for source in self.sources:
+                    self._safe_emit(source.status())
+            if stopping:
+                return
+            if not jobs:
+                self._stop_event.wait(self.poll_s)
+
+    def _collect(self) -> list[WindowJob]:
+        jobs: list[WindowJob] = []
+        for source in self.sources:
+            if source.ring.available:
+                try:
+                    start, frames = source.ring.read()
+                    jobs.extend(source.analyzer.push(start, frames))
+                except Exception:  # one broken stream must not stop the others
+                    log.exception("stream %s: could not process audio", source.stream_id)
+        return jobs
+
+    def _process(self, jobs: list[WindowJob]) -> None:
+        speech = [j for j in jobs if j.speech]
+        probs: dict[int, np.ndarray] = {}
+        config: FeatureConfig = self.model.config
+        for i in range(0, len(speech), self.max_batch):
+            chunk = speech[i : i + self.max_batch]
+            try:
+                frames = np.stack([frame_features(j.audio, config) for j in chunk])
+                out = self.model.predict(frames)
+            except Exception:
+                log.exception("model failed on a batch of %d windows", len(chunk))
+                continue
+            for j, p in zip(chunk, out):
+                probs[id(j)] = p
+        for job in jobs:
+            if job.speech and id(job) not in probs:
+                continue  # failed batch: already logged
+            self._safe_emit(job.analyzer.complete(job, probs.get(id(job))))
+
+    def _safe_emit(self, message: dict) -> None:
+        try:
+            self.emit(message)
+        except Exception:
+            log.exception("could not deliver a message")

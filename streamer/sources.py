@@ -1,0 +1,299 @@
+"""Capture adapters: a sound device (sounddevice/PortAudio) or audio files.
+
+Each source owns a ring buffer that the worker drains. The device callback
+only copies frames into the ring and notes overflow flags; a supervisor
+thread reopens a lost device with backoff while the process stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from streamer.features import FeatureConfig
+from streamer.messages import status_message
+from streamer.pipeline import MONO, Source, StreamAnalyzer
+from streamer.ringbuffer import AudioRing
+
+log = logging.getLogger(__name__)
+RING_SECONDS = 10.0
+STALL_S = 2.0  # no callback for this long means the device is gone
+
+
+class DeviceError(RuntimeError):
+    """A device that cannot be found or opened; the message is user-facing."""
+
+
+def pulse_sources() -> list[str]:
+    """Names of PulseAudio/PipeWire sources (``pactl list short sources``), if pactl exists."""
+    if not shutil.which("pactl"):
+        return []
+    try:
+        out = subprocess.run(["pactl", "list", "short", "sources"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.split("\t")[1] for line in out.stdout.splitlines() if "\t" in line]
+
+
+def describe_devices() -> str:
+    """The input devices, as ``--list-devices`` prints them."""
+    import sounddevice as sd
+
+    lines = ["Input devices (use --device NAME or INDEX):"]
+    try:
+        devices = sd.query_devices()
+    except Exception as exc:  # PortAudio missing or broken
+        return f"could not list devices: {exc}"
+    for index, dev in enumerate(devices):
+        if dev["max_input_channels"] > 0:
+            lines.append(
+                f"  {index:3d}  {dev['name']}  ({dev['max_input_channels']} ch, {dev['default_samplerate']:.0f} Hz)"
+            )
+    pulse = pulse_sources()
+    if pulse:
+        lines.append("PulseAudio/PipeWire sources (use --device SOURCE_NAME, via the 'pulse' device):")
+        lines += [f"       {name}" for name in pulse]
+    return "\n".join(lines)
+
+
+def resolve_device(spec: str | None) -> tuple[int | str | None, str | None]:
+    """``(device for sounddevice, PulseAudio source name or None)``.
+
+    ``spec`` is an index, a substring of a PortAudio device name, or the name
+    of a PulseAudio/PipeWire source, captured through PortAudio's ``pulse``
+    device with ``PULSE_SOURCE`` set.
+    """
+    import sounddevice as sd
+
+    if spec is None:
+        return None, None
+    if spec.isdigit():
+        return int(spec), None
+    try:
+        sd.query_devices(spec, "input")
+        return spec, None
+    except ValueError:
+        pass
+    if spec in pulse_sources():
+        try:
+            sd.query_devices("pulse", "input")
+        except ValueError:
+            raise DeviceError(f"'{spec}' is a PulseAudio source, but PortAudio has no 'pulse' device") from None
+        return "pulse", spec
+    raise DeviceError(f"no input device or PulseAudio source matches '{spec}'")
+
+
+class DeviceSource(Source):
+    """Live capture from one input device.
+
+    Parameters
+    ----------
+    device : str or None
+        As for :func:`resolve_device`; None for the system default.
+    channels : list of str
+        Channel names to capture (their count is opened), or ``["mono"]``.
+    """
+
+    def __init__(self, stream_id: str, device: str | None, channels: list[str], config: FeatureConfig, **analyzer_kw):
+        import sounddevice as sd
+
+        self._sd = sd
+        self.stream_id = stream_id
+        self.device, self.pulse_source = resolve_device(device)
+        self.label = device or "default input"
+        self.n_channels = 1 if channels == [MONO] else len(channels)
+        self.rate = self._pick_rate(config.sample_rate)
+        self.ring = AudioRing(int(RING_SECONDS * self.rate), self.n_channels)
+        self.analyzer = StreamAnalyzer(stream_id, channels, self.rate, config, **analyzer_kw)
+        self.state = "running"
+        self.error: str | None = None
+        self.overflows = 0
+        self.reconnects = 0
+        self._last_callback = time.monotonic()
+        self._stream = None
+        self._stop = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name=f"capture-{stream_id}", daemon=True)
+
+    def _pick_rate(self, preferred: int) -> int:
+        """The model rate if the device takes it (PulseAudio resamples), else its default."""
+        if self.pulse_source:
+            os.environ["PULSE_SOURCE"] = self.pulse_source
+        try:
+            self._sd.check_input_settings(self.device, channels=self.n_channels, samplerate=preferred)
+            return preferred
+        except Exception:
+            try:
+                info = self._sd.query_devices(self.device, "input")
+            except Exception as exc:
+                raise DeviceError(f"cannot open input device '{self.label}': {exc}") from None
+            if info["max_input_channels"] < self.n_channels:
+                have = info["max_input_channels"]
+                raise DeviceError(f"device '{self.label}' has {have} input channels, {self.n_channels} requested")
+            return int(info["default_samplerate"])
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        # Runs on PortAudio's thread: copy and count only; never block or raise.
+        if status.input_overflow:
+            self.overflows += 1
+        self.ring.write(indata)
+        self._last_callback = time.monotonic()
+
+    def _open(self) -> None:
+        if self.pulse_source:
+            os.environ["PULSE_SOURCE"] = self.pulse_source
+        try:
+            stream = self._sd.InputStream(
+                device=self.device,
+                channels=self.n_channels,
+                samplerate=self.rate,
+                dtype="float32",
+                blocksize=int(self.rate * 0.05),
+                callback=self._callback,
+            )
+            stream.start()
+        except Exception as exc:
+            raise DeviceError(f"cannot open input device '{self.label}': {exc}") from None
+        self._stream = stream
+        self._last_callback = time.monotonic()
+
+    def _close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception:
+                pass
+
+    def start(self) -> None:
+        """Open the device now (errors raise DeviceError), then watch it."""
+        self._open()
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        backoff = 1.0
+        while not self._stop.wait(0.5):
+            stream = self._stream
+            lost = stream is None or not stream.active or time.monotonic() - self._last_callback > STALL_S
+            if not lost:
+                backoff = 1.0
+                continue
+            if self.state == "running":
+                log.warning("stream %s: input device '%s' lost; reconnecting", self.stream_id, self.label)
+                self.state, self.error = "reconnecting", "input device lost"
+            self._close()
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, 30.0)
+            try:
+                self._open()
+                self.state, self.error = "running", None
+                self.reconnects += 1
+                log.warning("stream %s: input device '%s' is back", self.stream_id, self.label)
+            except DeviceError as exc:
+                self.error = str(exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._close()
+        self.state = "stopped"
+
+    def status(self) -> dict:
+        return status_message(
+            self.stream_id,
+            self.label,
+            self.state,
+            overruns=self.overflows + self.ring.overruns,
+            windows=self.analyzer.windows_done,
+            lost_s=round(self.ring.overrun_samples / self.rate, 3),
+            channels=self.analyzer.channel_names,
+            latency_ms=round(float(np.mean(self.analyzer.latency_ms)), 2) if self.analyzer.latency_ms else None,
+            reconnects=self.reconnects,
+            error=self.error,
+        )
+
+
+class FileSource(Source):
+    """Streams a file through the live path, paced in real time unless ``fast``."""
+
+    def __init__(
+        self, path: Path, stream_id: str, channels: list[str], config: FeatureConfig, fast: bool = False, **analyzer_kw
+    ):
+        self.path = Path(path)
+        self.stream_id = stream_id
+        try:
+            info = sf.info(str(self.path))
+        except Exception as exc:
+            raise DeviceError(f"cannot read '{self.path}': {str(exc).splitlines()[0]}") from None
+        self.n_channels = 1 if channels == [MONO] else len(channels)
+        if info.channels < self.n_channels:
+            raise DeviceError(f"'{self.path}' has {info.channels} channels, {self.n_channels} requested")
+        self.rate = info.samplerate
+        self.fast = fast
+        self.ring = AudioRing(int(RING_SECONDS * self.rate), self.n_channels)
+        self.analyzer = StreamAnalyzer(stream_id, channels, self.rate, config, **analyzer_kw)
+        self.state = "running"
+        self.error: str | None = None
+        self._done_reading = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name=f"file-{stream_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _read(self) -> None:
+        block = max(1, self.rate // 20)
+        started = time.monotonic()
+        position = 0
+        try:
+            with sf.SoundFile(str(self.path)) as f:
+                for frames in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                    if self._stop.is_set():
+                        break
+                    frames = frames if self.n_channels == frames.shape[1] else frames[:, : self.n_channels]
+                    if self.n_channels == 1 and frames.shape[1] > 1:
+                        frames = frames.mean(axis=1, keepdims=True)
+                    if not self.fast:
+                        delay = started + position / self.rate - time.monotonic()
+                        if delay > 0:
+                            self._stop.wait(delay)
+                    while not self.ring.write_blocking(frames, timeout=0.5):
+                        if self._stop.is_set():
+                            return
+                    position += len(frames)
+        except Exception as exc:
+            self.error = f"reading failed: {str(exc).splitlines()[0]}"
+            log.warning("stream %s: %s", self.stream_id, self.error)
+        finally:
+            self._done_reading.set()
+
+    @property
+    def finished(self) -> bool:
+        return self._done_reading.is_set() and self.ring.available == 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.state == "running":
+            self.state = "stopped"
+
+    def status(self) -> dict:
+        if self.state == "running" and self.finished:
+            self.state = "finished"
+        return status_message(
+            self.stream_id,
+            str(self.path),
+            self.state,
+            overruns=self.ring.overruns,
+            windows=self.analyzer.windows_done,
+            channels=self.analyzer.channel_names,
+            latency_ms=round(float(np.mean(self.analyzer.latency_ms)), 2) if self.analyzer.latency_ms else None,
+            error=self.error,
+        )

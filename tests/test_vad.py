@@ -1,0 +1,62 @@
+"""Speech gating: hysteresis, chunk bookkeeping, and Silero on real audio."""
+
+import numpy as np
+import pytest
+
+from streamer.vad import CHUNK, SpeechGate, SpeechTracker
+
+
+def test_gate_hysteresis_does_not_flicker():
+    gate = SpeechGate(start=0.5, stop=0.3, hangover=2)
+    probs = np.array([0.1, 0.6, 0.4, 0.2, 0.2, 0.45, 0.2, 0.2, 0.2, 0.1])
+    # 0.4 and 0.45 sit between the thresholds: speech continues; three quiet chunks end it.
+    assert gate.update(probs).tolist() == [False, True, True, True, True, True, True, True, False, False]
+
+
+def test_gate_state_carries_across_calls():
+    gate = SpeechGate(hangover=0)
+    assert gate.update(np.array([0.9])).tolist() == [True]
+    assert gate.update(np.array([0.4])).tolist() == [True]
+    assert gate.update(np.array([0.1])).tolist() == [False]
+
+
+def test_gate_rejects_inverted_thresholds():
+    with pytest.raises(ValueError):
+        SpeechGate(start=0.3, stop=0.5)
+
+
+def loudness_vad(chunk: np.ndarray) -> float:
+    return 1.0 if np.abs(chunk).max() > 0.1 else 0.0
+
+
+def test_tracker_counts_chunks_and_answers_by_sample_range():
+    tracker = SpeechTracker(probability_fn=loudness_vad, gate=SpeechGate(hangover=0), history_chunks=16)
+    silence = np.zeros(4 * CHUNK, np.float32)
+    loud = np.full(4 * CHUNK, 0.5, np.float32)
+    tracker.feed(silence[:100])  # partial chunk waits
+    assert tracker.samples_decided == 0
+    tracker.feed(np.concatenate([silence[100:], loud]))
+    assert tracker.samples_decided == 8 * CHUNK
+    assert tracker.speech_fraction(0, 4 * CHUNK) == 0.0
+    assert tracker.speech_fraction(4 * CHUNK, 8 * CHUNK) == 1.0
+    assert tracker.speech_fraction(2 * CHUNK, 6 * CHUNK) == 0.5
+    assert tracker.is_speech(2 * CHUNK, 6 * CHUNK)
+    assert tracker.speech_fraction(8 * CHUNK, 12 * CHUNK) == 0.0  # not decided yet
+
+
+def test_tracker_forgets_old_chunks():
+    tracker = SpeechTracker(probability_fn=loudness_vad, gate=SpeechGate(hangover=0), history_chunks=4)
+    tracker.feed(np.full(8 * CHUNK, 0.5, np.float32))
+    assert tracker.speech_fraction(0, 4 * CHUNK) == 0.0  # forgotten
+    assert tracker.speech_fraction(4 * CHUNK, 8 * CHUNK) == 1.0
+
+
+@pytest.mark.data
+def test_silero_finds_speech_not_silence_or_noise(speech_audio):
+    speech = SpeechTracker()
+    speech.feed(speech_audio)
+    assert speech.speech_fraction(0, speech_audio.size) > 0.3
+    quiet = SpeechTracker()
+    rng = np.random.default_rng(0)
+    quiet.feed((rng.standard_normal(32000) * 0.01).astype(np.float32))
+    assert quiet.speech_fraction(0, 32000) < 0.1
