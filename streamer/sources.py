@@ -135,8 +135,8 @@ class DeviceSource(Source):
             except Exception as exc:
                 raise DeviceError(f"cannot open input device '{self.label}': {exc}") from None
             if info["max_input_channels"] < self.n_channels:
-                have = info["max_input_channels"]
-                raise DeviceError(f"device '{self.label}' has {have} input channels, {self.n_channels} requested")
+                have, want = info["max_input_channels"], self.n_channels
+                raise DeviceError(f"device '{self.label}' has {have} input channels, {want} requested") from None
             return int(info["default_samplerate"])
 
     def _callback(self, indata, frames, time_info, status) -> None:
