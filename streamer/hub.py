@@ -112,10 +112,12 @@ class Hub:
         client = ClientQueue(self.client_queue)
         history = self.snapshot()
         self._clients.add(client)  # no await between snapshot and add: no gap, no duplicate
-        for text in history:
-            client.put(text)
 
         async def pump() -> None:
+            # History goes first and whole (it is bounded by the hub); live messages
+            # published meanwhile wait in the client's bounded queue.
+            for text in history:
+                await send_text(text)
             while True:
                 for text in await client.get_all():
                     await send_text(text)

@@ -81,6 +81,7 @@ class StreamAnalyzer:
         self._rolling = [RollingScores(horizon_s) for _ in channels]
         self.expected_pos = 0  # next input frame position we expect from the ring
         self.windows_done = 0
+        self.flushed = False
         self.latency_ms: list[float] = []  # recent, for status
 
     def push(self, start_pos: int, frames: np.ndarray) -> list[WindowJob]:
@@ -108,6 +109,18 @@ class StreamAnalyzer:
                 jobs.append(WindowJob(self, ch, end, audio, speech))
         return jobs
 
+    def flush(self) -> list[WindowJob]:
+        """End of stream: cut the final partial window of each channel."""
+        self.flushed = True
+        jobs = []
+        for ch, windows in enumerate(self._windows):
+            last = windows.flush()
+            if last is not None:
+                end, audio = last
+                speech = self._trackers[ch].is_speech(end - self.config.window_samples, end)
+                jobs.append(WindowJob(self, ch, end, audio, speech))
+        return jobs
+
     def complete(self, job: WindowJob, probs: np.ndarray | None) -> dict:
         """The scores message for a finished window (``probs`` None for silence)."""
         t = job.end / self.config.sample_rate
@@ -124,6 +137,7 @@ class Source:
     stream_id: str
     ring: AudioRing
     analyzer: StreamAnalyzer
+    exhausted: bool = False  # True once a finite source has no more audio coming
 
     def status(self) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
@@ -194,12 +208,14 @@ class AnalysisWorker(threading.Thread):
     def _collect(self) -> list[WindowJob]:
         jobs: list[WindowJob] = []
         for source in self.sources:
-            if source.ring.available:
-                try:
+            try:
+                if source.ring.available:
                     start, frames = source.ring.read()
                     jobs.extend(source.analyzer.push(start, frames))
-                except Exception:  # one broken stream must not stop the others
-                    log.exception("stream %s: could not process audio", source.stream_id)
+                elif source.exhausted and not source.analyzer.flushed:
+                    jobs.extend(source.analyzer.flush())
+            except Exception:  # one broken stream must not stop the others
+                log.exception("stream %s: could not process audio", source.stream_id)
         return jobs
 
     def _process(self, jobs: list[WindowJob]) -> None:

@@ -42,9 +42,9 @@ class AudioRing:
         """Copy frames in; never blocks. Shape ``(n, channels)`` or ``(n,)`` for mono."""
         frames = frames.reshape(len(frames), -1)
         n = frames.shape[0]
-        if n >= self.capacity:  # more than fits: keep the newest
-            frames = frames[n - self.capacity :]
-        start = self.written % self.capacity
+        skip = max(0, n - self.capacity)  # more than fits: keep the newest
+        frames = frames[skip:]
+        start = (self.written + skip) % self.capacity
         first = min(frames.shape[0], self.capacity - start)
         self._data[start : start + first] = frames[:first]
         self._data[: frames.shape[0] - first] = frames[first:]

@@ -107,6 +107,14 @@ class EmotionModel:
         self.backend = backend
         self._lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Pay first-call costs (librosa's lazy setup, interpreter allocation) before real audio."""
+        from streamer.features import frame_features
+
+        frames = frame_features(np.zeros(self.config.window_samples, np.float32), self.config)
+        for size in self._backend.batch_sizes:
+            self.predict(np.repeat(frames[None], size, axis=0))
+
     def predict(self, frames: np.ndarray) -> np.ndarray:
         """Class probabilities for raw feature windows.
 

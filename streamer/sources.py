@@ -276,8 +276,13 @@ class FileSource(Source):
             self._done_reading.set()
 
     @property
-    def finished(self) -> bool:
+    def exhausted(self) -> bool:
         return self._done_reading.is_set() and self.ring.available == 0
+
+    @property
+    def finished(self) -> bool:
+        """Every window, the last partial one included, has been cut."""
+        return self.exhausted and self.analyzer.flushed
 
     def stop(self) -> None:
         self._stop.set()

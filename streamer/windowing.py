@@ -38,3 +38,14 @@ class SlidingWindows:
             self._next_end += self.hop
         self._tail = data[-self.window :] if data.size > self.window else data
         return out
+
+    def flush(self) -> tuple[int, np.ndarray] | None:
+        """At the end of a stream: one last window ending at the last sample, if
+        audio after the last window's end is unscored (zero-padded in front when
+        the whole stream is shorter than a window)."""
+        last_end = self._next_end - self.hop
+        if self.position == 0 or (self.position <= last_end and last_end >= self.window):
+            return None
+        self._next_end = self.position + self.hop
+        pad = np.zeros(max(0, self.window - self._tail.size), np.float32)
+        return self.position, np.concatenate([pad, self._tail[-self.window :]])

@@ -52,3 +52,125 @@ def warm_librosa() -> None:
 def write_audio(path: Path, audio: np.ndarray, rate: int, **kwargs) -> Path:
     sf.write(path, audio, rate, **kwargs)
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pulse_env(tmp_path_factory):
+    """A private PulseAudio server with a null sink 'softphone' (the softphone's output)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("pulseaudio") or not shutil.which("paplay"):
+        pytest.fail("pulseaudio and paplay are needed (the test command installs them)")
+    runtime = tmp_path_factory.mktemp("pulse-runtime")
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime), "PULSE_SERVER": ""}
+    env.pop("PULSE_SERVER")
+    subprocess.run(
+        [
+            "pulseaudio",
+            "--daemonize=yes",
+            "--exit-idle-time=-1",
+            "-n",
+            "--load=module-native-protocol-unix",
+            "--load=module-null-sink sink_name=softphone",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    yield env
+    subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+
+
+class Analyzer:
+    """A run_stream.py process on a free port, stopped with SIGTERM at the end."""
+
+    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None):
+        import subprocess
+        import sys
+
+        self.port = port or free_port()
+        self.log = open(ROOT / ".pytest_cache" / f"run_stream-{self.port}.log", "w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "run_stream.py", "--port", str(self.port), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"analyzer exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                urllib.request.urlopen(self.url + "/api/status", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"analyzer not ready:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def start_analyzer():
+    started: list[Analyzer] = []
+
+    def start(args: list[str], env: dict | None = None, ready: bool = True) -> Analyzer:
+        (ROOT / ".pytest_cache").mkdir(exist_ok=True)
+        analyzer = Analyzer(args, env)
+        started.append(analyzer)
+        if ready:
+            analyzer.wait_ready()
+        return analyzer
+
+    yield start
+    for analyzer in started:
+        if analyzer.proc.poll() is None:
+            analyzer.proc.kill()
+            analyzer.proc.wait(10)
+        analyzer.log.close()
+
+
+def read_messages(ws_url: str, until, timeout: float = 30.0) -> list[dict]:
+    """Collect websocket messages until ``until(messages)`` is true or time runs out."""
+    import json
+    import time
+
+    from websockets.sync.client import connect
+
+    messages: list[dict] = []
+    deadline = time.monotonic() + timeout
+    with connect(ws_url, open_timeout=10) as ws:
+        while time.monotonic() < deadline and not until(messages):
+            try:
+                messages.append(json.loads(ws.recv(timeout=max(0.05, deadline - time.monotonic()))))
+            except TimeoutError:
+                break
+    return messages

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Live speech-emotion analyzer: capture -> windows -> model -> dashboard.
+
+Examples
+--------
+  ./run.sh                                   # default input device
+  ./run.sh --device softphone.monitor        # a PulseAudio/PipeWire source
+  ./run.sh --list-devices
+  ./run.sh --input call1.wav call2.flac      # files, as concurrent real-time streams
+  ./run.sh --device 3 --channels agent,caller
+
+Then open http://127.0.0.1:8765/ .
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+log = logging.getLogger("run_stream")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="run_stream.py",
+        description="Live speech-emotion analyzer with a web dashboard.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Find PulseAudio/PipeWire source names with: pactl list short sources",
+    )
+    src = p.add_argument_group("audio source")
+    src.add_argument("--device", help="input device: index, part of its name, or a PulseAudio source name")
+    src.add_argument("--list-devices", action="store_true", help="print the input devices and exit")
+    src.add_argument("--input", nargs="+", type=Path, metavar="FILE", help="stream files instead of a device")
+    src.add_argument("--fast", action="store_true", help="with --input: as fast as possible, not real time")
+    src.add_argument("--exit-when-done", action="store_true", help="with --input: exit when all files are analysed")
+    src.add_argument("--stream-id", default=socket.gethostname(), help="name of a device stream (default: host)")
+    src.add_argument(
+        "--channels", help="comma-separated names of channels to score separately, e.g. agent,caller (default: mono)"
+    )
+    ana = p.add_argument_group("analysis")
+    ana.add_argument("--window", type=float, help="window length in seconds (must match the model's, 2.0)")
+    ana.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
+    ana.add_argument("--horizon", type=float, default=4.0, help="seconds of speech the rolling scores average")
+    ana.add_argument("--model-dir", type=Path, help="folder of the trained model (default: models/)")
+    srv = p.add_argument_group("server")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    srv.add_argument(
+        "--client-queue", type=int, default=2000, help="messages a slow dashboard may lag before its oldest are dropped"
+    )
+    srv.add_argument(
+        "--send-buffer-kb",
+        type=int,
+        default=256,
+        help="kernel send buffer per connection: bounds what a stalled dashboard holds (default 256)",
+    )
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    if args.hop <= 0 or args.horizon <= 0:
+        p.error("--hop and --horizon must be positive")
+    names = [n.strip() for n in args.channels.split(",")] if args.channels else ["mono"]
+    if not all(names) or len(set(names)) != len(names):
+        p.error("--channels needs distinct, non-empty names")
+    args.channel_names = names
+    return args
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def unique_ids(paths: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for path in paths:
+        stem = path.stem or "stream"
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
+def build_sources(args, config) -> list:
+    from streamer.sources import DeviceError, DeviceSource, FileSource, describe_devices
+
+    kw = {"hop_s": args.hop, "horizon_s": args.horizon}
+    if args.input:
+        sources = []
+        for path, stream_id in zip(args.input, unique_ids(args.input)):
+            try:
+                sources.append(FileSource(path, stream_id, args.channel_names, config, fast=args.fast, **kw))
+            except DeviceError as exc:
+                print(f"error: {exc}; skipping it", file=sys.stderr)
+        if not sources:
+            raise SystemExit(fail("none of the input files can be read"))
+        return sources
+    try:
+        source = DeviceSource(args.stream_id, args.device, args.channel_names, config, **kw)
+        source.start()
+    except DeviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(describe_devices(), file=sys.stderr)
+        raise SystemExit(2) from None
+    return [source]
+
+
+def bind(host: str, port: int, send_buffer_kb: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this: a stalled browser's backlog is then held
+    # in its bounded hub queue (counted drops), not in megabytes of kernel buffer.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_kb * 1024)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(fail(f"cannot listen on {host}:{port}: {exc.strerror}")) from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(args, model, sources, sock: socket.socket) -> None:
+    import contextlib
+
+    import uvicorn
+
+    from streamer.hub import Hub
+    from streamer.pipeline import AnalysisWorker
+    from streamer.server import create_app
+
+    loop = asyncio.get_running_loop()
+    hub = Hub(hop_s=args.hop, client_queue=args.client_queue)
+    worker = AnalysisWorker(model, lambda m: loop.call_soon_threadsafe(hub.publish, m))
+    for source in sources:
+        worker.add(source)
+        if hasattr(source, "path"):
+            source.start()
+    worker.start()
+
+    server = uvicorn.Server(uvicorn.Config(create_app(hub), log_level=args.log_level, lifespan="off"))
+    server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def stop_when_files_done() -> None:
+        while not all(getattr(s, "finished", False) for s in sources):
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(args.hop * 2)  # let the last statuses go out
+        stop.set()
+
+    tasks = [asyncio.create_task(server.serve(sockets=[sock]))]
+    if args.input and args.exit_when_done:
+        tasks.append(asyncio.create_task(stop_when_files_done()))
+    host, port = sock.getsockname()[:2]
+    print(f"dashboard: http://{host}:{port}/  (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    await asyncio.wait([asyncio.create_task(stop.wait()), tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+
+    # Shutdown: stop capture, finish the windows in flight, close clients, exit.
+    for source in sources:
+        source.stop()
+    await loop.run_in_executor(None, worker.stop)
+    await asyncio.sleep(0.1)  # deliver what the worker emitted last
+    hub.close()
+    await asyncio.sleep(0.2)  # let clients get a 1001 "going away" close before the server stops
+    server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.list_devices:
+        from streamer.sources import describe_devices
+
+        print(describe_devices())
+        return 0
+
+    from streamer.runtime import DEFAULT_MODEL_DIR, EmotionModel, ModelError
+
+    try:
+        model = EmotionModel(args.model_dir or DEFAULT_MODEL_DIR)
+    except ModelError as exc:
+        return fail(str(exc))
+    if args.window is not None and abs(args.window - model.config.window_s) > 1e-9:
+        return fail(f"the model classifies {model.config.window_s} s windows; --window {args.window} needs retraining")
+    model.warm_up()
+    sock = bind(args.host, args.port, args.send_buffer_kb)
+    sources = build_sources(args, model.config)
+    asyncio.run(serve(args, model, sources, sock))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,71 @@
+"""The websocket hub: history first, bounded per-client queues, no head-of-line blocking."""
+
+import asyncio
+import json
+
+from streamer.hub import ClientQueue, Hub
+from streamer.messages import scores_message, status_message
+
+
+def scores(t: float, stream: str = "s") -> dict:
+    return scores_message(stream, "mono", t, None, None, 1.0)
+
+
+def test_client_queue_drops_oldest_and_counts():
+    async def main():
+        q = ClientQueue(3)
+        for i in range(5):
+            q.put(str(i))
+        assert q.dropped == 2
+        assert await q.get_all() == ["2", "3", "4"]
+
+    asyncio.run(main())
+
+
+def test_history_is_bounded_and_sent_first():
+    hub = Hub(history_s=2.0, hop_s=0.5)  # 4 windows per channel
+    hub.publish(status_message("s", "dev", "running", 0, 0))
+    for i in range(10):
+        hub.publish(scores(i / 2))
+    snap = [json.loads(s) for s in hub.snapshot()]
+    assert snap[0]["type"] == "status"
+    assert [m["t"] for m in snap[1:]] == [3.0, 3.5, 4.0, 4.5]
+
+
+def test_stalled_client_does_not_delay_others():
+    async def main():
+        hub = Hub(client_queue=50)
+        fast_got: list[str] = []
+        stalled = asyncio.Event()
+        never = asyncio.Event()
+
+        async def fast_send(text):
+            fast_got.append(text)
+
+        async def stuck_send(text):
+            stalled.set()
+            await never.wait()  # a browser tab that stopped reading
+
+        async def receive():
+            await never.wait()
+
+        clients = [
+            asyncio.create_task(hub.serve(fast_send, receive)),
+            asyncio.create_task(hub.serve(stuck_send, receive)),
+        ]
+        await asyncio.sleep(0)
+        for i in range(1000):
+            hub.publish(scores(i / 2))
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        assert stalled.is_set()
+        assert len(fast_got) == 1000  # every message, in order
+        assert json.loads(fast_got[-1])["t"] == 499.5
+        stats = hub.stats()
+        assert stats["clients"] == 2 and stats["dropped"] >= 1000 - 50 - 1
+        hub.close()
+        await asyncio.wait_for(asyncio.gather(*clients), 1.0)
+        assert hub.stats()["clients"] == 0
+
+    asyncio.run(main())

@@ -1,0 +1,145 @@
+"""End to end through real components: a PulseAudio loopback device, files, websockets."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from streamer.labels import EMOTIONS
+from tests.conftest import ROOT, read_messages, write_audio
+
+
+def speech_scores(messages: list[dict]) -> list[dict]:
+    return [m for m in messages if m["type"] == "scores" and m["speech"]]
+
+
+def assert_distribution(probs: dict) -> None:
+    assert list(probs) == list(EMOTIONS)
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-3)
+    assert all(0 <= v <= 1 for v in probs.values())
+
+
+def test_softphone_loopback_device_end_to_end(pulse_env, start_analyzer, speech_file):
+    """A null sink stands in for the softphone; the analyzer captures its monitor."""
+    analyzer = start_analyzer(["--device", "softphone.monitor", "--stream-id", "desk-1"], env=pulse_env)
+    player = subprocess.Popen(
+        f"paplay -d softphone '{speech_file}' && paplay -d softphone '{speech_file}'",
+        shell=True,
+        env=pulse_env,
+    )
+    try:
+        messages = read_messages(analyzer.ws_url, lambda ms: len(speech_scores(ms)) >= 6, timeout=40)
+    finally:
+        player.wait(30)
+    speech = speech_scores(messages)
+    assert len(speech) >= 6, analyzer.output()
+    for m in speech:
+        assert (m["stream"], m["channel"]) == ("desk-1", "mono")
+        assert_distribution(m["probs"])
+        assert_distribution(m["rolling"])
+        assert m["top"] == max(m["rolling"], key=m["rolling"].get)
+        assert m["latency_ms"] > 0
+    times = [m["t"] for m in messages if m["type"] == "scores"]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert all(round(t * 2) == t * 2 for t in times)  # every hop of 0.5 s, from the sample counter
+    statuses = [m for m in messages if m["type"] == "status"]
+    assert statuses and statuses[-1]["source"] == "softphone.monitor" and statuses[-1]["state"] == "running"
+
+    # What came through the loopback is what was played: the live scores match the file analyzer's.
+    from streamer.analyze import analyze_file
+    from streamer.runtime import EmotionModel
+
+    expected = analyze_file(str(speech_file), EmotionModel())["top"]
+    assert speech[-1]["top"] == expected
+    assert analyzer.stop() == 0
+
+
+def test_missing_device_is_one_clear_line_and_exit_2(pulse_env):
+    proc = subprocess.run(
+        [sys.executable, "run_stream.py", "--device", "no-such-device", "--port", "0"],
+        cwd=ROOT,
+        env=pulse_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: no input device or PulseAudio source matches 'no-such-device'"]
+    assert "softphone.monitor" in proc.stderr  # the device list follows
+
+
+def test_input_files_stream_concurrently_and_page_is_served(start_analyzer, data_dir):
+    files = [
+        data_dir / "ravdess" / "Actor_03" / "03-01-04-02-01-01-03.flac",
+        data_dir / "tess" / "YAF_happy" / "YAF_back_happy.flac",
+    ]
+    analyzer = start_analyzer(["--input", *map(str, files)])
+
+    def done(ms):
+        return {m["stream"] for m in ms if m["type"] == "status" and m["state"] == "finished"} == {
+            f.stem for f in files
+        }
+
+    messages = read_messages(analyzer.ws_url, done, timeout=30)
+    assert done(messages), messages
+    by_stream = {f.stem: speech_scores([m for m in messages if m["stream"] == f.stem]) for f in files}
+    assert all(by_stream.values()), by_stream
+
+    page = urllib.request.urlopen(analyzer.url + "/").read().decode()
+    assert "uPlot.iife.min.js" in page and "app.js" in page
+    for path in ("/static/app.js", "/static/vendor/uplot/uPlot.iife.min.js", "/static/vendor/uplot/LICENSE"):
+        assert urllib.request.urlopen(analyzer.url + path).status == 200
+    status = json.loads(urllib.request.urlopen(analyzer.url + "/api/status").read())
+    assert {s["stream"] for s in status["streams"]} == {f.stem for f in files}
+    assert analyzer.stop() == 0
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A websocket client that completes the handshake and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    return sock
+
+
+def test_stalled_dashboard_does_not_stall_another(start_analyzer, speech_audio, tmp_path):
+    rng = np.random.default_rng(0)
+    pieces = []
+    while sum(p.size for p in pieces) < 16000 * 300:  # 5 minutes of speech and pauses
+        pieces += [speech_audio, np.zeros(int(rng.uniform(0.2, 2.0) * 16000), np.float32)]
+    call = np.concatenate(pieces)
+    files = [write_audio(tmp_path / f"call{i}.wav", call, 16000) for i in range(3)]
+    analyzer = start_analyzer(
+        ["--input", *map(str, files), "--fast", "--client-queue", "300", "--send-buffer-kb", "16"]
+    )
+    stuck = stalled_client(analyzer.port)
+    try:
+        finished = {f.stem for f in files}
+
+        def done(ms):
+            return {m["stream"] for m in ms if m["type"] == "status" and m["state"] == "finished"} == finished
+
+        messages = read_messages(analyzer.ws_url, done, timeout=120)
+        assert done(messages)
+        windows = int((call.size / 16000 - 2.0) / 0.5) + 1
+        for f in files:
+            times = [m["t"] for m in messages if m["type"] == "scores" and m["stream"] == f.stem]
+            assert len(times) == len(set(times)) >= windows - 1  # all of them: nothing lost for the reader
+        time.sleep(0.5)
+        hub = json.loads(urllib.request.urlopen(analyzer.url + "/api/status").read())["hub"]
+        assert hub["clients"] == 1  # the reader has left; the stalled one is still connected
+        assert hub["dropped"] > 0  # the stalled client lost its oldest messages instead of blocking
+    finally:
+        stuck.close()
+    assert analyzer.stop() == 0
