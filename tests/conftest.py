@@ -62,17 +62,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def pulse_env(tmp_path_factory):
-    """A private PulseAudio server with a null sink 'softphone' (the softphone's output)."""
+def start_pulse(runtime: Path) -> dict:
+    """Start a private PulseAudio server with a null sink 'softphone' (the softphone's output)."""
     import shutil
     import subprocess
 
     if not shutil.which("pulseaudio") or not shutil.which("paplay"):
         pytest.fail("pulseaudio and paplay are needed (the test command installs them)")
-    runtime = tmp_path_factory.mktemp("pulse-runtime")
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime), "PULSE_SERVER": ""}
-    env.pop("PULSE_SERVER")
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime)}
+    env.pop("PULSE_SERVER", None)
     subprocess.run(
         [
             "pulseaudio",
@@ -87,8 +85,20 @@ def pulse_env(tmp_path_factory):
         capture_output=True,
         timeout=30,
     )
-    yield env
+    return env
+
+
+def stop_pulse(env: dict) -> None:
+    import subprocess
+
     subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def pulse_env(tmp_path_factory):
+    env = start_pulse(tmp_path_factory.mktemp("pulse-runtime"))
+    yield env
+    stop_pulse(env)
 
 
 class Analyzer:

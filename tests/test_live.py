@@ -143,3 +143,36 @@ def test_stalled_dashboard_does_not_stall_another(start_analyzer, speech_audio, 
     finally:
         stuck.close()
     assert analyzer.stop() == 0
+
+
+def test_lost_device_is_reported_and_recaptured(tmp_path, start_analyzer):
+    """The sound server dies mid-call and comes back: status says so, the process stays up."""
+    from tests.conftest import start_pulse, stop_pulse
+
+    env = start_pulse(tmp_path)
+    try:
+        analyzer = start_analyzer(["--device", "softphone.monitor", "--stream-id", "desk-2"], env=env)
+
+        def states() -> list[str]:
+            return [
+                s["state"] for s in json.loads(urllib.request.urlopen(analyzer.url + "/api/status").read())["streams"]
+            ]
+
+        def wait_for(state: str, timeout: float = 30.0) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if states() == [state]:
+                    return
+                time.sleep(0.2)
+            raise AssertionError(f"never {state}: {states()}\n{analyzer.output()}")
+
+        wait_for("running")
+        stop_pulse(env)
+        wait_for("reconnecting")
+        start_pulse(tmp_path)
+        wait_for("running")
+        assert analyzer.proc.poll() is None
+        assert "Traceback" not in analyzer.output()
+        assert analyzer.stop() == 0
+    finally:
+        stop_pulse(env)
