@@ -8,6 +8,8 @@ Examples
   ./run.sh --list-devices
   ./run.sh --input call1.wav call2.flac      # files, as concurrent real-time streams
   ./run.sh --device 3 --channels agent,caller
+  ./run.sh --device softphone.monitor --mqtt mqtt://broker:1883 --alert "caller:angry>=0.6 for 5s"
+  ./run.sh --serve --mqtt mqtt://broker:1883  # supervisor dashboard of every analyzer on the broker
 
 Then open http://127.0.0.1:8765/ .
 """
@@ -42,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument(
         "--channels", help="comma-separated names of channels to score separately, e.g. agent,caller (default: mono)"
     )
+    src.add_argument(
+        "--serve", action="store_true", help="capture nothing: serve the dashboard (with --mqtt: of all analyzers)"
+    )
     ana = p.add_argument_group("analysis")
     ana.add_argument("--window", type=float, help="window length in seconds (must match the model's, 2.0)")
     ana.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
@@ -59,15 +64,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=256,
         help="kernel send buffer per connection: bounds what a stalled dashboard holds (default 256)",
     )
+    mq = p.add_argument_group("MQTT and alerts")
+    mq.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:pass@]host[:port] or mqtts://…")
+    mq.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for mqtts://")
+    mq.add_argument("--mqtt-prefix", default="emotion", help="topic prefix (default: emotion)")
+    mq.add_argument("--mqtt-interval", type=float, default=1.0, help="seconds between scores per channel (default 1)")
+    mq.add_argument("--mqtt-spool", type=Path, metavar="DIR", help="keep undelivered alerts in files here")
+    mq.add_argument("--alert", action="append", default=[], metavar="RULE", help='e.g. "caller:angry>=0.6 for 5s"')
+    mq.add_argument("--alerts", type=Path, metavar="FILE", help="alert rules from a TOML file")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
     if args.hop <= 0 or args.horizon <= 0:
         p.error("--hop and --horizon must be positive")
     names = [n.strip() for n in args.channels.split(",")] if args.channels else ["mono"]
-    if not all(names) or len(set(names)) != len(names):
-        p.error("--channels needs distinct, non-empty names")
+    if not all(names) or len(set(names)) != len(names) or not all(map(valid_name, names)):
+        p.error("--channels needs distinct, non-empty names without '/', '+', '#' or spaces")
+    if not valid_name(args.stream_id):
+        p.error("--stream-id must be non-empty, without '/', '+', '#' or spaces")
+    if args.serve and (args.input or args.device):
+        p.error("--serve captures nothing: it cannot be combined with --input or --device")
+    if (args.mqtt_ca or args.mqtt_spool) and not args.mqtt:
+        p.error("--mqtt-ca and --mqtt-spool need --mqtt")
     args.channel_names = names
     return args
+
+
+def valid_name(name: str) -> bool:
+    """Stream and channel names are MQTT topic levels."""
+    return bool(name) and not any(c in name for c in "/+# \t\n")
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -79,7 +103,7 @@ def unique_ids(paths: list[Path]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for path in paths:
-        stem = path.stem or "stream"
+        stem = "".join("_" if c in "/+# " else c for c in path.stem) or "stream"
         seen[stem] = seen.get(stem, 0) + 1
         out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return out
@@ -126,7 +150,7 @@ def bind(host: str, port: int, send_buffer_kb: int) -> socket.socket:
     return sock
 
 
-async def serve(args, model, sources, sock: socket.socket) -> None:
+async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
     import contextlib
 
     import uvicorn
@@ -134,19 +158,39 @@ async def serve(args, model, sources, sock: socket.socket) -> None:
     from streamer.hub import Hub
     from streamer.pipeline import AnalysisWorker
     from streamer.server import create_app
+    from streamer.sources import FileSource
 
     loop = asyncio.get_running_loop()
     hub = Hub(hop_s=args.hop, client_queue=args.client_queue)
-    worker = AnalysisWorker(model, lambda m: loop.call_soon_threadsafe(hub.publish, m))
+    stop = asyncio.Event()
+    publishers = subscriber = None
+    if args.mqtt:
+        from streamer import mqtt
+
+        broker = mqtt.parse_broker_url(args.mqtt, args.mqtt_ca)
+        if args.serve:
+            subscriber = asyncio.create_task(mqtt.subscribe(broker, args.mqtt_prefix, hub.publish, stop))
+        else:
+            publishers = mqtt.Publishers(
+                lambda stream: mqtt.StreamPublisher(
+                    broker, args.mqtt_prefix, stream, args.mqtt_interval, spool_dir=args.mqtt_spool
+                )
+            )
+
+    def dispatch(message: dict) -> None:  # on the event loop
+        hub.publish(message)
+        if publishers is not None:
+            publishers.offer(message)
+
+    worker = AnalysisWorker(model, lambda m: loop.call_soon_threadsafe(dispatch, m), alerts=alerts)
     for source in sources:
         worker.add(source)
-        if hasattr(source, "path"):
+        if isinstance(source, FileSource):
             source.start()
     worker.start()
 
     server = uvicorn.Server(uvicorn.Config(create_app(hub), log_level=args.log_level, lifespan="off"))
     server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below
-    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
@@ -168,6 +212,11 @@ async def serve(args, model, sources, sock: socket.socket) -> None:
         source.stop()
     await loop.run_in_executor(None, worker.stop)
     await asyncio.sleep(0.1)  # deliver what the worker emitted last
+    if publishers is not None:
+        await publishers.close()
+    if subscriber is not None:
+        subscriber.cancel()
+        await asyncio.gather(subscriber, return_exceptions=True)
     hub.close()
     await asyncio.sleep(0.2)  # let clients get a 1001 "going away" close before the server stops
     server.should_exit = True
@@ -191,11 +240,36 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     if args.window is not None and abs(args.window - model.config.window_s) > 1e-9:
         return fail(f"the model classifies {model.config.window_s} s windows; --window {args.window} needs retraining")
+    try:
+        alerts = load_alerts(args)
+        if args.mqtt:
+            from streamer.mqtt import parse_broker_url
+
+            parse_broker_url(args.mqtt, args.mqtt_ca)
+    except ValueError as exc:
+        return fail(str(exc))
+    if args.mqtt_ca and not Path(args.mqtt_ca).is_file():
+        return fail(f"--mqtt-ca: no such file '{args.mqtt_ca}'")
+    if args.mqtt_spool:
+        args.mqtt_spool.mkdir(parents=True, exist_ok=True)
     model.warm_up()
     sock = bind(args.host, args.port, args.send_buffer_kb)
-    sources = build_sources(args, model.config)
-    asyncio.run(serve(args, model, sources, sock))
+    sources = [] if args.serve else build_sources(args, model.config)
+    asyncio.run(serve(args, model, sources, sock, alerts))
     return 0
+
+
+def load_alerts(args):
+    """The AlertEngine for --alert/--alerts, or None; raises RuleError (a ValueError)."""
+    from streamer.alerts import AlertEngine, load_rules, parse_rule
+
+    rules = [parse_rule(text) for text in args.alert]
+    if args.alerts:
+        rules += load_rules(args.alerts)
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ValueError("alert rule names must be unique")
+    return AlertEngine(rules) if rules else None
 
 
 if __name__ == "__main__":

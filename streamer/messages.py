@@ -8,7 +8,8 @@ import numpy as np
 
 from streamer.labels import EMOTIONS
 
-STATES = ("running", "reconnecting", "stopped", "finished")
+STATES = ("running", "reconnecting", "stopped", "finished", "offline")  # offline: an analyzer's MQTT Last Will
+KINDS = ("scores", "status", "alert")
 
 
 def _probs(values: np.ndarray | None, labels: Sequence[str] = EMOTIONS) -> dict[str, float] | None:
@@ -56,3 +57,24 @@ def status_message(stream: str, source: str, state: str, overruns: int, windows:
         "windows": int(windows),
         **extra,
     }
+
+
+def mqtt_topic(prefix: str, message: dict) -> str:
+    """``<prefix>/<stream>/<channel>/scores|alert`` or ``<prefix>/<stream>/status``."""
+    kind = message["type"]
+    if kind == "status":
+        return f"{prefix}/{message['stream']}/status"
+    if kind in ("scores", "alert"):
+        return f"{prefix}/{message['stream']}/{message['channel']}/{kind}"
+    raise ValueError(f"no MQTT topic for message type {kind!r}")
+
+
+def validate_message(message: object) -> dict:
+    """Check a message that arrived from outside (MQTT) before it reaches dashboards."""
+    if not isinstance(message, dict) or message.get("type") not in KINDS:
+        raise ValueError("not a scores, status or alert message")
+    if not isinstance(message.get("stream"), str) or not message["stream"]:
+        raise ValueError("message has no stream")
+    if message["type"] != "status" and not isinstance(message.get("channel"), str):
+        raise ValueError("message has no channel")
+    return message

@@ -152,6 +152,8 @@ class AnalysisWorker(threading.Thread):
         Has ``predict(frames)`` and ``config``.
     emit : callable
         Receives each message dict; must be quick and thread-safe.
+    alerts : AlertEngine, optional
+        Alert events it raises are emitted right after their scores message.
     status_every_s : float
         How often each source's status is emitted.
     """
@@ -163,9 +165,11 @@ class AnalysisWorker(threading.Thread):
         poll_s: float = 0.02,
         max_batch: int = 256,
         status_every_s: float = 1.0,
+        alerts=None,
     ) -> None:
         super().__init__(name="analysis-worker", daemon=True)
         self.model = model
+        self.alerts = alerts  # an AlertEngine, evaluated on every scores message
         self.emit = emit
         self.poll_s = poll_s
         self.max_batch = max_batch
@@ -235,7 +239,11 @@ class AnalysisWorker(threading.Thread):
         for job in jobs:
             if job.speech and id(job) not in probs:
                 continue  # failed batch: already logged
-            self._safe_emit(job.analyzer.complete(job, probs.get(id(job))))
+            message = job.analyzer.complete(job, probs.get(id(job)))
+            self._safe_emit(message)
+            if self.alerts is not None:
+                for event in self.alerts.evaluate(message):
+                    self._safe_emit(event)
 
     def _safe_emit(self, message: dict) -> None:
         try:

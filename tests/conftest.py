@@ -184,3 +184,95 @@ def read_messages(ws_url: str, until, timeout: float = 30.0) -> list[dict]:
             except TimeoutError:
                 break
     return messages
+
+
+class Mosquitto:
+    """A real Mosquitto broker on a free loopback port, restartable (with persistence)."""
+
+    def __init__(self, workdir: Path):
+        import shutil
+
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            pytest.fail("mosquitto is needed (the test command installs it)")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\nuser root\n"
+        )
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    broker = Mosquitto(tmp_path)
+    yield broker
+    broker.stop()
+
+
+class MqttRecorder:
+    """Subscribes to a topic filter and records (topic, payload, qos, retain)."""
+
+    def __init__(self, port: int, topic: str = "emotion/#", client_id: str | None = None, clean: bool = True):
+        import threading
+
+        import paho.mqtt.client as paho
+
+        self.messages: list[tuple[str, dict, int, bool]] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or "", clean_session=clean)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        import json
+
+        with self._lock:
+            self.messages.append((msg.topic, json.loads(msg.payload), msg.qos, bool(msg.retain)))
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> list:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [m for m in self.messages if predicate(m)]
+            if found:
+                return found
+            time.sleep(0.05)
+        with self._lock:
+            raise AssertionError(
+                f"no matching MQTT message; got {[(t, p.get('state')) for t, p, _, _ in self.messages]}"
+            )
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -1,0 +1,106 @@
+"""MQTT against a real Mosquitto broker: topic contract, outage, Last Will, aggregation."""
+
+import json
+import signal
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.conftest import MqttRecorder, read_messages, write_audio
+
+RULE = "angry>=0.3 for 1s severity high"
+
+
+@pytest.fixture
+def long_call(tmp_path, speech_audio):
+    """A minute of the angry clip, so an analyzer stays busy while the test works."""
+    return write_audio(tmp_path / "long-call.wav", np.tile(speech_audio, 15), 16000)
+
+
+def test_topic_qos_and_retain_contract(mosquitto, start_analyzer, speech_file):
+    recorder = MqttRecorder(mosquitto.port)
+    stream = speech_file.stem
+    try:
+        analyzer = start_analyzer(["--input", str(speech_file), "--mqtt", mosquitto.url, "--alert", RULE])
+        alert = recorder.wait_for(lambda m: m[0].endswith("/alert"))[0]
+        assert alert[0] == f"emotion/{stream}/mono/alert"
+        assert (alert[2], alert[3]) == (1, False)  # QoS 1, not retained
+        assert {"rule", "stream", "channel", "emotion", "score", "since", "at", "severity", "state"} <= set(alert[1])
+        assert (alert[1]["rule"], alert[1]["state"], alert[1]["severity"]) == (RULE, "raised", "high")
+
+        scores = recorder.wait_for(lambda m: m[0].endswith("/scores"))
+        assert scores[0][0] == f"emotion/{stream}/mono/scores" and scores[0][2:] == (0, False)
+        assert scores[0][1]["type"] == "scores"
+        status = recorder.wait_for(lambda m: m[0] == f"emotion/{stream}/status")
+        assert status[0][1]["online"] is True and status[0][2] == 1
+
+        recorder.wait_for(lambda m: m[0] == f"emotion/{stream}/status" and m[1]["state"] == "finished")
+        # Rate limit: at most about one scores message per second per channel.
+        n_scores = len([m for m in recorder.messages if m[0].endswith("/scores")])
+        assert 1 <= n_scores <= 4 + 1
+        # A latecomer gets the status as a retained message.
+        late = MqttRecorder(mosquitto.port, topic="emotion/+/status")
+        try:
+            retained = late.wait_for(lambda m: True)[0]
+            assert retained[3] is True and retained[1]["stream"] == stream
+        finally:
+            late.close()
+        assert analyzer.stop() == 0
+        final = recorder.wait_for(lambda m: m[0].endswith("/status") and m[1]["online"] is False)[-1]
+        assert final[1]["state"] == "finished"  # a clean exit says what happened, not "offline"
+    finally:
+        recorder.close()
+
+
+def test_alert_raised_while_broker_is_down_arrives_after_restart(mosquitto, start_analyzer, speech_file):
+    recorder = MqttRecorder(mosquitto.port, topic="emotion/+/+/alert", client_id="supervisor-pager", clean=False)
+    time.sleep(0.5)  # the persistent subscription is in place
+    mosquitto.stop()
+    try:
+        analyzer = start_analyzer(["--input", str(speech_file), "--mqtt", mosquitto.url, "--alert", RULE])
+        # The alert is raised (the dashboard shows it) while no broker is listening.
+        seen = read_messages(analyzer.ws_url, lambda ms: any(m["type"] == "alert" for m in ms), timeout=30)
+        assert any(m["type"] == "alert" for m in seen)
+        assert not recorder.messages
+        assert analyzer.proc.poll() is None  # the analysis went on
+        mosquitto.start()
+        alert = recorder.wait_for(lambda m: m[0].endswith("/alert"), timeout=60)[0]
+        assert alert[1]["rule"] == RULE and alert[1]["state"] == "raised"
+        assert "unreachable" in analyzer.output() and "Traceback" not in analyzer.output()
+    finally:
+        recorder.close()
+
+
+def test_last_will_marks_a_killed_analyzer_offline(mosquitto, start_analyzer, long_call):
+    recorder = MqttRecorder(mosquitto.port, topic="emotion/+/status")
+    try:
+        analyzer = start_analyzer(["--input", str(long_call), "--mqtt", mosquitto.url])
+        recorder.wait_for(lambda m: m[1]["online"] is True)
+        analyzer.proc.send_signal(signal.SIGKILL)
+        analyzer.proc.wait(10)
+        will = recorder.wait_for(lambda m: m[1]["online"] is False, timeout=30)[0]
+        assert will[0] == "emotion/long-call/status"
+        assert will[1]["state"] == "offline"
+    finally:
+        recorder.close()
+
+
+def test_supervisor_dashboard_aggregates_two_analyzers(mosquitto, start_analyzer, long_call, data_dir):
+    dashboard = start_analyzer(["--serve", "--mqtt", mosquitto.url])
+    other = data_dir / "ravdess" / "Actor_02" / "03-01-04-02-01-01-02.flac"
+    start_analyzer(["--input", str(long_call), "--mqtt", mosquitto.url, "--alert", RULE])
+    start_analyzer(["--input", str(other), "--mqtt", mosquitto.url])
+    streams = {"long-call", other.stem}
+
+    def seen(ms):
+        return {m["stream"] for m in ms if m["type"] == "scores" and m["speech"]} >= streams and any(
+            m["type"] == "alert" for m in ms
+        )
+
+    messages = read_messages(dashboard.ws_url, seen, timeout=60)
+    assert seen(messages), {(m["type"], m["stream"]) for m in messages}
+    status = json.loads(urllib.request.urlopen(dashboard.url + "/api/status").read())
+    assert {s["stream"] for s in status["streams"]} >= streams
+    assert dashboard.stop() == 0
