@@ -1,4 +1,6 @@
-// Live dashboard: one card per stream, one chart of rolling scores per channel.
+// Live dashboard: a grid of streams (calls), each with its channels' current
+// emotion; click a stream for its chart of rolling scores. With few streams
+// (a local analyzer) the charts are open from the start.
 // Messages come from /ws (see streamer/messages.py); the server sends recent
 // history first, so a page opened late is not empty.
 "use strict";
@@ -9,7 +11,8 @@ const COLORS = {
   angry: "#d7263d", fearful: "#8e44ad", disgust: "#2e8b57", surprised: "#f28c28",
 };
 const MAX_POINTS = 600; // 5 minutes at a 0.5 s hop
-const streams = new Map(); // stream id -> {el, channels: Map(name -> channel)}
+const AUTO_EXPAND = 4; // streams shown with charts without a click
+const streams = new Map(); // stream id -> {el, channels: Map(name -> channel), expanded, toggled, alerts: Set}
 let dirty = new Set();
 
 function el(selector, root = document) { return root.querySelector(selector); }
@@ -22,9 +25,39 @@ function streamCard(id) {
   el(".stream-name", node).textContent = id;
   el("#streams").appendChild(node);
   el("#empty").hidden = true;
-  stream = { el: node, channels: new Map() };
+  stream = { el: node, channels: new Map(), expanded: false, toggled: false, alerts: new Set() };
+  el("header", node).addEventListener("click", () => {
+    stream.toggled = true;
+    setExpanded(stream, !stream.expanded);
+  });
   streams.set(id, stream);
+  if (streams.size <= AUTO_EXPAND) setExpanded(stream, true);
+  else for (const other of streams.values()) if (!other.toggled) setExpanded(other, false);
   return stream;
+}
+
+function setExpanded(stream, expanded) {
+  stream.expanded = expanded;
+  stream.el.classList.toggle("expanded", expanded);
+  for (const channel of stream.channels.values()) {
+    el(".chart", channel.el).hidden = !expanded;
+    if (expanded && !channel.plot) channel.plot = makePlot(channel);
+    if (expanded) dirty.add(channel);
+  }
+}
+
+function makePlot(channel) {
+  const chartEl = el(".chart", channel.el);
+  const plot = new uPlot({
+    width: Math.max(300, chartEl.clientWidth || 480),
+    height: 200,
+    scales: { x: { time: false }, y: { range: [0, 1] } },
+    axes: [{ label: "seconds", size: 36 }, { size: 40 }],
+    series: [{ label: "t" }, ...EMOTIONS.map((e) => ({ label: e, stroke: COLORS[e], width: 1.5 }))],
+    legend: { live: false },
+  }, channel.data, chartEl);
+  new ResizeObserver(() => plot.setSize({ width: Math.max(300, chartEl.clientWidth), height: 200 })).observe(chartEl);
+  return plot;
 }
 
 function channelView(streamId, name) {
@@ -36,20 +69,16 @@ function channelView(streamId, name) {
   node.dataset.channel = name;
   node.dataset.points = "0";
   el(".channel-name", node).textContent = name;
+  el(".bar", node).replaceChildren(...EMOTIONS.map((e) => {
+    const span = document.createElement("span");
+    span.style.background = COLORS[e];
+    span.title = e;
+    return span;
+  }));
   el(".channels", stream.el).appendChild(node);
-  const data = [[], ...EMOTIONS.map(() => [])];
-  const chartEl = el(".chart", node);
-  const plot = new uPlot({
-    width: Math.max(300, chartEl.clientWidth || 480),
-    height: 200,
-    scales: { x: { time: false }, y: { range: [0, 1] } },
-    axes: [{ label: "seconds", size: 36 }, { size: 40 }],
-    series: [{ label: "t" }, ...EMOTIONS.map((e) => ({ label: e, stroke: COLORS[e], width: 1.5, spanGaps: false }))],
-    legend: { live: false },
-  }, data, chartEl);
-  new ResizeObserver(() => plot.setSize({ width: Math.max(300, chartEl.clientWidth), height: 200 })).observe(chartEl);
-  channel = { el: node, data, plot };
+  channel = { el: node, data: [[], ...EMOTIONS.map(() => [])], plot: null, last: null };
   stream.channels.set(name, channel);
+  setExpanded(stream, stream.expanded);
   return channel;
 }
 
@@ -67,11 +96,13 @@ function onStatus(msg) {
   const stream = streamCard(msg.stream);
   const state = el(".state", stream.el);
   state.textContent = msg.state;
-  state.className = "pill state " + ({ running: "", reconnecting: "warn", stopped: "off", finished: "off" }[msg.state] ?? "bad");
-  el(".source", stream.el).textContent = msg.source;
+  const look = { running: "", reconnecting: "warn", stopped: "off", finished: "off", offline: "bad" };
+  state.className = "pill state " + (look[msg.state] ?? "bad");
+  el(".source", stream.el).textContent = msg.source || "";
   const latency = msg.latency_ms == null ? "—" : `${msg.latency_ms.toFixed(1)} ms`;
   el(".stats", stream.el).textContent =
-    `windows ${msg.windows} · latency ${latency} · overruns ${msg.overruns}` + (msg.lost_s ? ` (${msg.lost_s} s lost)` : "");
+    `windows ${msg.windows ?? 0} · latency ${latency} · overruns ${msg.overruns ?? 0}` +
+    (msg.lost_s ? ` (${msg.lost_s} s lost)` : "");
   const error = el(".error", stream.el);
   error.hidden = !msg.error;
   error.textContent = msg.error || "";
@@ -81,18 +112,24 @@ function onStatus(msg) {
 function onAlert(msg) {
   el("#alerts").hidden = false;
   const item = document.createElement("li");
-  const when = `t=${Number(msg.at).toFixed(1)} s`;
-  item.textContent = `${msg.state === "cleared" ? "cleared" : "⚠"} ${msg.severity || ""} ${msg.rule}: ` +
-    `${msg.stream}/${msg.channel} ${msg.emotion} ${Number(msg.score).toFixed(2)} (${when})`;
-  item.className = msg.state;
+  item.className = `${msg.state} ${msg.severity || ""}`;
+  const mark = msg.state === "cleared" ? "✓ cleared" : `⚠ ${msg.severity || "alert"}`;
+  item.textContent = `${mark} · ${msg.stream} / ${msg.channel} · ${msg.rule} · ` +
+    `${msg.emotion} ${Number(msg.score).toFixed(2)} at ${Number(msg.at).toFixed(1)} s`;
   el("#alert-list").prepend(item);
+  const stream = streamCard(msg.stream);
+  const key = `${msg.rule}|${msg.channel}`;
+  if (msg.state === "raised") stream.alerts.add(key);
+  else stream.alerts.delete(key);
+  stream.el.classList.toggle("alerting", stream.alerts.size > 0);
 }
 
 function render() {
   for (const channel of dirty) {
-    channel.plot.setData(channel.data);
+    if (channel.plot && !el(".chart", channel.el).hidden) channel.plot.setData(channel.data);
     channel.el.dataset.points = String(channel.data[0].length);
     const msg = channel.last;
+    if (!msg) continue;
     const speech = el(".speech", channel.el);
     speech.textContent = msg.speech ? "speech" : "silence";
     speech.className = "speech pill" + (msg.speech ? "" : " off");
@@ -100,6 +137,9 @@ function render() {
     top.textContent = msg.top ? `${msg.top} ${(msg.rolling[msg.top] * 100).toFixed(0)}%` : "—";
     top.style.color = msg.top ? COLORS[msg.top] : "";
     channel.el.dataset.top = msg.top || "";
+    el(".bar", channel.el).querySelectorAll("span").forEach((span, i) => {
+      span.style.width = msg.rolling ? `${msg.rolling[EMOTIONS[i]] * 100}%` : "0";
+    });
   }
   dirty = new Set();
   requestAnimationFrame(render);
@@ -109,6 +149,7 @@ function reset() {
   streams.clear();
   el("#streams").replaceChildren();
   el("#alert-list").replaceChildren();
+  el("#alerts").hidden = true;
   el("#empty").hidden = false;
   dirty = new Set();
 }
