@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     srv.add_argument(
         "--client-queue", type=int, default=2000, help="messages a slow dashboard may lag before its oldest are dropped"
     )
+    srv.add_argument("--max-upload-mb", type=float, default=50.0, help="upload limit of /api/analyze (default 50)")
     srv.add_argument(
         "--send-buffer-kb",
         type=int,
@@ -189,7 +190,12 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
             source.start()
     worker.start()
 
-    server = uvicorn.Server(uvicorn.Config(create_app(hub), log_level=args.log_level, lifespan="off"))
+    from streamer.analyze import analyze_source
+
+    app = create_app(
+        hub, lambda f: analyze_source(f, model, args.hop, worker.predict), max_upload_mb=args.max_upload_mb
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off"))
     server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

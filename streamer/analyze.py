@@ -37,8 +37,11 @@ def probs_dict(labels: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
     return {name: round(float(p), 6) for name, p in zip(labels, probs)}
 
 
-def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = None) -> dict:
+def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = None, predict=None) -> dict:
     """Analyse mono audio at the model's rate.
+
+    ``predict`` classifies feature windows (default ``model.predict``); the
+    server passes the live worker's, so uploads share its batches.
 
     Returns
     -------
@@ -67,7 +70,7 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
     probs = np.zeros((len(speech_starts), len(model.labels)), np.float32)
     for i in range(0, len(speech_starts), PREDICT_CHUNK):
         batch = [frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]]
-        probs[i : i + len(batch)] = model.predict(np.stack(batch))
+        probs[i : i + len(batch)] = (predict or model.predict)(np.stack(batch))
 
     duration = audio.size / config.sample_rate
     windows = []
@@ -91,9 +94,11 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
     return {"duration_s": round(duration, 3), "overall": overall, "top": top, "windows": windows}
 
 
-def analyze_source(source: str | os.PathLike | BinaryIO, model: EmotionModel, hop_s: float | None = None) -> dict:
+def analyze_source(
+    source: str | os.PathLike | BinaryIO, model: EmotionModel, hop_s: float | None = None, predict=None
+) -> dict:
     """Decode and analyse one file; raises :class:`AudioError` on bad input."""
-    return analyze_audio(load_audio(source, model.config.sample_rate), model, hop_s)
+    return analyze_audio(load_audio(source, model.config.sample_rate), model, hop_s, predict)
 
 
 def analyze_file(path: str, model: EmotionModel, hop_s: float | None = None) -> dict:

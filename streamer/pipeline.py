@@ -10,9 +10,11 @@ channels, and hands finished messages to ``emit`` (which must not block).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,6 +180,9 @@ class AnalysisWorker(threading.Thread):
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._last_status = 0.0
+        # Model work for uploaded files: served between live batches, live first.
+        self._requests: queue.Queue[tuple[np.ndarray, Future]] = queue.Queue(maxsize=64)
+        self._wake = threading.Event()
 
     def add(self, source: Source) -> None:
         with self._lock:
@@ -191,7 +196,26 @@ class AnalysisWorker(threading.Thread):
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the windows already captured, then end the thread."""
         self._stop_event.set()
+        self._wake.set()
         self.join(timeout)
+
+    REQUEST_CHUNK = 32  # windows of an upload per worker turn, so live windows never wait long
+
+    def predict(self, frames: np.ndarray, timeout: float = 300.0) -> np.ndarray:
+        """Classify feature windows on the worker thread (blocking; call from another thread).
+
+        Large requests are split so live streams keep their latency.
+        """
+        if not self.is_alive():
+            raise RuntimeError("the analysis worker is not running")
+        futures = []
+        for i in range(0, len(frames), self.REQUEST_CHUNK):
+            future: Future = Future()
+            self._requests.put((frames[i : i + self.REQUEST_CHUNK], future), timeout=timeout)
+            self._wake.set()
+            futures.append(future)
+        parts = [f.result(timeout) for f in futures]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.model.labels)), np.float32)
 
     def run(self) -> None:
         while True:
@@ -199,15 +223,39 @@ class AnalysisWorker(threading.Thread):
             jobs = self._collect()
             if jobs:
                 self._process(jobs)
+            served = self._serve_request()
             now = time.monotonic()
             if now - self._last_status >= self.status_every_s or stopping:
                 self._last_status = now
                 for source in self.sources:
                     self._safe_emit(source.status())
             if stopping:
+                self._cancel_requests()
                 return
-            if not jobs:
-                self._stop_event.wait(self.poll_s)
+            if not jobs and not served:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+
+    def _cancel_requests(self) -> None:
+        while True:
+            try:
+                _, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError("the analyzer is shutting down"))
+
+    def _serve_request(self) -> bool:
+        try:
+            frames, future = self._requests.get_nowait()
+        except queue.Empty:
+            return False
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(self.model.predict(frames))
+            except Exception as exc:
+                future.set_exception(exc)
+        return True
 
     def _collect(self) -> list[WindowJob]:
         jobs: list[WindowJob] = []
