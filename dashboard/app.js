@@ -178,3 +178,14 @@ function connect(delay = 1000) {
 
 requestAnimationFrame(render);
 connect();
+
+// Two views on one page: the live dashboard and "Analyze a recording".
+function showView() {
+  const analyze = location.hash === "#analyze";
+  el("#live-view").hidden = analyze;
+  el("#analyze-view").hidden = !analyze;
+  el("#nav-live").classList.toggle("active", !analyze);
+  el("#nav-analyze").classList.toggle("active", analyze);
+}
+window.addEventListener("hashchange", showView);
+showView();

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-run}"
 
 apt_run=(python3 python3-venv python3-dev libportaudio2 libsndfile1)
-apt_test=(pulseaudio pulseaudio-utils libasound2-plugins mosquitto)
+apt_test=(pulseaudio pulseaudio-utils libasound2-plugins mosquitto chromium)
 packages=("${apt_run[@]}")
 [ "$mode" = test ] && packages+=("${apt_test[@]}")
 

@@ -1,0 +1,130 @@
+"""The dashboard in real Chromium (Debian's), driven by Playwright.
+
+Screenshots go to $TEST_ARTIFACTS (default: <tmp>/emotion-test-artifacts), never the repository.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from streamer.labels import EMOTIONS
+from tests.conftest import write_audio
+
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "emotion-test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        pytest.fail("Chromium is needed (the test command installs Debian's chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.console_errors.append(f"page error: {e}"))
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def test_upload_renders_the_numbers_the_api_returned(start_analyzer, page, speech_file):
+    analyzer = start_analyzer(["--serve"])
+    with speech_file.open("rb") as f:
+        api = httpx.post(analyzer.url + "/api/analyze", files={"file": (speech_file.name, f)}, timeout=60).json()
+    page.goto(analyzer.url + "/#analyze")
+    page.set_input_files("#file-input", str(speech_file))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+
+    shown = {
+        row.get_attribute("data-emotion"): float(row.get_attribute("data-value"))
+        for row in page.query_selector_all("#overall-table tbody tr")
+    }
+    assert shown == pytest.approx(api["overall"], abs=1e-9)
+    cells = [c.inner_text() for c in page.query_selector_all("#overall-table tbody td:last-child")]
+    assert cells == [f"{api['overall'][e] * 100:.1f} %" for e in EMOTIONS]
+    assert page.inner_text("#result-top") == api["top"]
+    assert page.inner_text("#result-file") == speech_file.name
+    speech = sum(w["speech"] for w in api["windows"])
+    assert page.inner_text("#result-speech") == f"{speech} of {len(api['windows'])} windows with speech"
+    # Both charts are drawn (uPlot canvases with painted pixels).
+    for chart in ("#overall-chart", "#timeline-chart"):
+        painted = page.evaluate(
+            """sel => { const c = document.querySelector(sel + ' canvas');
+                        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""",
+            chart,
+        )
+        assert painted > 1000, chart
+    with page.expect_download() as download:
+        page.click("#download-json")
+    assert json.loads(Path(download.value.path()).read_text())["overall"] == api["overall"]
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    csv = Path(download.value.path()).read_text().splitlines()
+    assert csv[0] == "start,end,speech," + ",".join(EMOTIONS) and len(csv) == len(api["windows"]) + 1
+    assert page.console_errors == []
+
+
+def test_invalid_file_shows_a_readable_error(start_analyzer, page, tmp_path):
+    analyzer = start_analyzer(["--serve"])
+    bogus = tmp_path / "notes.wav"
+    bogus.write_text("these are meeting notes, not audio\n")
+    page.goto(analyzer.url + "/#analyze")
+    page.set_input_files("#file-input", str(bogus))
+    page.wait_for_selector("#upload-error:not([hidden])", timeout=30_000)
+    assert page.inner_text("#upload-error") == "notes.wav: not a readable audio file (Format not recognised)."
+    assert page.is_hidden("#result")
+    # The browser logs the 415 response itself; nothing else may fail.
+    assert [e for e in page.console_errors if "status of 415" not in e] == []
+
+
+def test_live_view_updates_both_streams(start_analyzer, page, speech_audio, tmp_path):
+    call = np.concatenate([speech_audio, np.zeros(8000, np.float32)] * 4)  # ~17 s, real-time paced
+    files = [write_audio(tmp_path / f"agent-{i}.wav", call, 16000) for i in (1, 2)]
+    analyzer = start_analyzer(["--input", *map(str, files)])
+    page.goto(analyzer.url + "/")
+    channels = [f'.channel[data-stream="agent-{i}"][data-channel="mono"]' for i in (1, 2)]
+
+    def points() -> list[int]:
+        return [int(page.get_attribute(sel, "data-points") or 0) for sel in channels]
+
+    page.wait_for_function(
+        "sels => sels.every(s => Number(document.querySelector(s)?.dataset.points || 0) > 0)",
+        arg=channels,
+        timeout=30_000,
+    )
+    before = points()
+    time.sleep(2.0)
+    after = points()
+    assert all(b > a for a, b in zip(before, after)), (before, after)
+    for sel in channels:
+        assert page.query_selector(f"{sel} canvas") is not None  # the chart is drawn
+        assert page.inner_text(f"{sel} .top") != "—"
+    page.click("#nav-analyze")
+    assert page.is_visible("#drop-zone") and page.is_hidden("#live-view")
+    page.click("#nav-live")
+    assert page.is_visible("#streams")
+    assert page.console_errors == []
