@@ -27,7 +27,7 @@ import numpy as np
 from streamer.audio import AudioError, load_audio
 from streamer.features import frame_features, pad_to, window_starts
 from streamer.runtime import DEFAULT_MODEL_DIR, EmotionModel, ModelError
-from streamer.vad import VAD_RATE, SpeechTracker
+from streamer.vad import VAD_RATE, SpeechTracker, default_vad
 
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 256  # windows per model call, bounds memory on long calls
@@ -61,6 +61,7 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
     frames = frame_features(padded, config)
     tracker = SpeechTracker(history_chunks=padded.size // 512 + 2)
     tracker.feed(padded)
+    default_vad().score([tracker])
 
     # Windows are cut on feature frames, exactly as training crops cached clips.
     n_frames = config.window_frames

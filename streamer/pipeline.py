@@ -40,7 +40,7 @@ class WindowJob:
     channel: int
     end: int  # sample position (model rate) of the window's end
     audio: np.ndarray
-    speech: bool
+    speech: bool | None = None  # decided once the VAD has scored the window's audio
     cut_at: float = field(default_factory=time.perf_counter)
 
 
@@ -64,7 +64,6 @@ class StreamAnalyzer:
         config: FeatureConfig,
         hop_s: float = 0.5,
         horizon_s: float = 4.0,
-        tracker_factory: Callable[[], SpeechTracker] = SpeechTracker,
     ) -> None:
         self.stream_id = stream_id
         self.channel_names = channels
@@ -79,7 +78,7 @@ class StreamAnalyzer:
             else soxr.ResampleStream(input_rate, config.sample_rate, len(channels), dtype="float32")
         )
         self._windows = [SlidingWindows(config.window_samples, hop) for _ in channels]
-        self._trackers = [tracker_factory() for _ in channels]
+        self.trackers = [SpeechTracker() for _ in channels]
         self._rolling = [RollingScores(horizon_s) for _ in channels]
         self.expected_pos = 0  # next input frame position we expect from the ring
         self.windows_done = 0
@@ -102,14 +101,15 @@ class StreamAnalyzer:
         if self._resampler is not None:
             frames = self._resampler.resample_chunk(np.ascontiguousarray(frames, np.float32))
         jobs = []
-        window = self.config.window_samples
         for ch in range(len(self.channel_names)):
             samples = np.ascontiguousarray(frames[:, ch])
-            self._trackers[ch].feed(samples)
-            for end, audio in self._windows[ch].push(samples):
-                speech = self._trackers[ch].is_speech(end - window, end)
-                jobs.append(WindowJob(self, ch, end, audio, speech))
+            self.trackers[ch].feed(samples)
+            jobs.extend(WindowJob(self, ch, end, audio) for end, audio in self._windows[ch].push(samples))
         return jobs
+
+    def resolve_speech(self, job: WindowJob) -> None:
+        """Decide whether a window is speech, once the VAD has scored its chunks."""
+        job.speech = self.trackers[job.channel].is_speech(job.end - self.config.window_samples, job.end)
 
     def flush(self) -> list[WindowJob]:
         """End of stream: cut the final partial window of each channel."""
@@ -118,9 +118,7 @@ class StreamAnalyzer:
         for ch, windows in enumerate(self._windows):
             last = windows.flush()
             if last is not None:
-                end, audio = last
-                speech = self._trackers[ch].is_speech(end - self.config.window_samples, end)
-                jobs.append(WindowJob(self, ch, end, audio, speech))
+                jobs.append(WindowJob(self, ch, *last))
         return jobs
 
     def complete(self, job: WindowJob, probs: np.ndarray | None) -> dict:
@@ -156,6 +154,8 @@ class AnalysisWorker(threading.Thread):
         Receives each message dict; must be quick and thread-safe.
     alerts : AlertEngine, optional
         Alert events it raises are emitted right after their scores message.
+    vad : VAD engine, optional
+        Default: Silero VAD, batched across streams.
     status_every_s : float
         How often each source's status is emitted.
     """
@@ -168,9 +168,11 @@ class AnalysisWorker(threading.Thread):
         max_batch: int = 256,
         status_every_s: float = 1.0,
         alerts=None,
+        vad=None,
     ) -> None:
         super().__init__(name="analysis-worker", daemon=True)
         self.model = model
+        self.vad = vad  # a VAD engine scoring all streams' chunks at once; Silero by default
         self.alerts = alerts  # an AlertEngine, evaluated on every scores message
         self.emit = emit
         self.poll_s = poll_s
@@ -268,6 +270,14 @@ class AnalysisWorker(threading.Thread):
                     jobs.extend(source.analyzer.flush())
             except Exception:  # one broken stream must not stop the others
                 log.exception("stream %s: could not process audio", source.stream_id)
+        if jobs or any(t.pending_chunks for s in self.sources for t in s.analyzer.trackers):
+            if self.vad is None:
+                from streamer.vad import SileroVAD
+
+                self.vad = SileroVAD()
+            self.vad.score([t for s in self.sources for t in s.analyzer.trackers])
+            for job in jobs:
+                job.analyzer.resolve_speech(job)
         return jobs
 
     def _process(self, jobs: list[WindowJob]) -> None:

