@@ -107,22 +107,23 @@ def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
     Parameters
     ----------
     audio : np.ndarray
-        1-D float array.
+        ``(n,)`` samples, or a batch ``(..., n)`` of equally long signals
+        (one vectorised STFT for all: how the stream worker batches streams).
     config : FeatureConfig
 
     Returns
     -------
     np.ndarray
-        ``(frame_count(len(audio)), n_mels)`` float32, in dB.
+        ``(..., frame_count(n), n_mels)`` float32, in dB.
     """
     audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim != 1:
-        raise ValueError(f"audio must be 1-D, got shape {audio.shape}")
-    n = frame_count(audio.size, config)
+    if audio.ndim < 1:
+        raise ValueError("audio must have at least one dimension")
+    n = frame_count(audio.shape[-1], config)
     if n == 0:
-        return np.zeros((0, config.n_mels), np.float32)
+        return np.zeros((*audio.shape[:-1], 0, config.n_mels), np.float32)
     spec = librosa.stft(
-        audio[: config.n_fft + (n - 1) * config.hop_length],
+        audio[..., : config.n_fft + (n - 1) * config.hop_length],
         n_fft=config.n_fft,
         hop_length=config.hop_length,
         center=False,
@@ -130,8 +131,8 @@ def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
     )
     power = np.square(np.abs(spec), dtype=np.float32)
     basis = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
-    mel = basis @ power
-    return (10.0 * np.log10(np.maximum(mel, 1e-10))).T.astype(np.float32)
+    mel = np.matmul(basis, power)
+    return np.swapaxes(10.0 * np.log10(np.maximum(mel, 1e-10)), -1, -2).astype(np.float32)
 
 
 def normalize_windows(windows: np.ndarray, config: FeatureConfig, stats: FeatureStats) -> np.ndarray:

@@ -41,6 +41,7 @@ class WindowJob:
     end: int  # sample position (model rate) of the window's end
     audio: np.ndarray
     speech: bool | None = None  # decided once the VAD has scored the window's audio
+    frames: np.ndarray | None = None  # the window's features, set by the worker
     cut_at: float = field(default_factory=time.perf_counter)
 
 
@@ -72,6 +73,7 @@ class StreamAnalyzer:
         hop = int(round(hop_s * config.sample_rate))
         if hop <= 0:
             raise ValueError("hop must be positive")
+        self.hop = hop
         self._resampler = (
             None
             if input_rate == config.sample_rate
@@ -83,6 +85,9 @@ class StreamAnalyzer:
         self.expected_pos = 0  # next input frame position we expect from the ring
         self.windows_done = 0
         self.flushed = False
+        # Features of each channel's last window, to extend by one hop instead of recomputing.
+        self.last_frames: list[np.ndarray | None] = [None] * len(channels)
+        self.last_end = [-1] * len(channels)
         self.latency_ms: list[float] = []  # recent, for status
 
     def push(self, start_pos: int, frames: np.ndarray) -> list[WindowJob]:
@@ -280,15 +285,58 @@ class AnalysisWorker(threading.Thread):
                 job.analyzer.resolve_speech(job)
         return jobs
 
+    def _features(self, jobs: list[WindowJob]) -> None:
+        """Set ``job.frames`` for every window, batched across streams.
+
+        A window one hop after its channel's previous window reuses that
+        window's frames and computes only the hop's new frames (the same
+        numbers: features are frame-local, see ``streamer.features``); other
+        windows (a channel's first, after a gap, the final partial one) are
+        computed whole. Either way one vectorised STFT per kind and length.
+        """
+        config: FeatureConfig = self.model.config
+        n_frames, step = config.window_frames, config.hop_length
+        ordered = sorted(jobs, key=lambda j: (id(j.analyzer), j.channel, j.end))
+        extend: dict[int, list[WindowJob]] = {}  # new frames per hop -> jobs
+        whole: list[WindowJob] = []
+        previous: dict[tuple[int, int], int] = {}
+        for job in ordered:
+            key = (id(job.analyzer), job.channel)
+            prev_end = previous.get(key, job.analyzer.last_end[job.channel])
+            k, rest = divmod(job.analyzer.hop, step)
+            if rest == 0 and 0 < k < n_frames and prev_end == job.end - job.analyzer.hop:
+                extend.setdefault(k, []).append(job)
+            else:
+                whole.append(job)
+            previous[key] = job.end
+        new_frames: dict[int, np.ndarray] = {}
+        if whole:
+            for job, frames in zip(whole, frame_features(np.stack([j.audio for j in whole]), config)):
+                job.frames = frames
+        for k, group in extend.items():
+            start, stop = (n_frames - k) * step, (n_frames - 1) * step + config.n_fft
+            for job, frames in zip(group, frame_features(np.stack([j.audio[start:stop] for j in group]), config)):
+                new_frames[id(job)] = frames
+        for job in ordered:  # in time order per channel: each window extends the one before
+            if job.frames is None:
+                previous_frames = job.analyzer.last_frames[job.channel]
+                added = new_frames[id(job)]
+                job.frames = np.concatenate([previous_frames[len(added) :], added])
+            job.analyzer.last_frames[job.channel] = job.frames
+            job.analyzer.last_end[job.channel] = job.end
+
     def _process(self, jobs: list[WindowJob]) -> None:
+        try:
+            self._features(jobs)
+        except Exception:
+            log.exception("features failed on a batch of %d windows", len(jobs))
+            return
         speech = [j for j in jobs if j.speech]
         probs: dict[int, np.ndarray] = {}
-        config: FeatureConfig = self.model.config
         for i in range(0, len(speech), self.max_batch):
             chunk = speech[i : i + self.max_batch]
             try:
-                frames = np.stack([frame_features(j.audio, config) for j in chunk])
-                out = self.model.predict(frames)
+                out = self.model.predict(np.stack([j.frames for j in chunk]))
             except Exception:
                 log.exception("model failed on a batch of %d windows", len(chunk))
                 continue

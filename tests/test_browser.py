@@ -20,7 +20,7 @@ from tests.conftest import write_audio
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "emotion-test-artifacts"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's sync API holds an event loop: release it after this module
 def browser():
     from playwright.sync_api import sync_playwright
 

@@ -105,3 +105,11 @@ def test_window_starts_cover_the_whole_signal():
 def test_pad_to():
     assert pad_to(np.ones(3, np.float32), 5).tolist() == [1, 1, 1, 0, 0]
     assert pad_to(np.ones(6, np.float32), 5).size == 6
+
+
+def test_batched_features_equal_one_by_one(speech_audio):
+    windows = np.stack([speech_audio[i * 4000 : i * 4000 + CONFIG.window_samples] for i in range(3)])
+    batched = frame_features(windows, CONFIG)
+    assert batched.shape == (3, CONFIG.window_frames, CONFIG.n_mels)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], frame_features(windows[i], CONFIG), atol=1e-4)

@@ -189,3 +189,32 @@ def test_flush_scores_the_unscored_tail():
     exact.push(np.ones(14, np.float32))
     assert exact.flush() is None  # the last window already ends at the last sample
     assert SlidingWindows(10, 4).flush() is None  # nothing pushed
+
+
+def test_worker_features_equal_the_feature_function(speech_audio):
+    """Incremental, batched stream features are the same numbers as frame_features(window)."""
+    from streamer.features import frame_features
+
+    class Recording(FakeModel):
+        def predict(self, frames):
+            self.seen = getattr(self, "seen", []) + list(frames)
+            return super().predict(frames)
+
+    model = Recording()
+    worker = AnalysisWorker(model, lambda m: None, vad=FunctionVAD(lambda c: 1.0))
+    audio = np.concatenate([speech_audio, speech_audio])
+    source = FakeSource("a", audio)
+    worker.add(source)
+    jobs = []
+    for start in range(0, audio.size, 2400):  # 0.15 s blocks, as a device would deliver
+        pos, frames = start, audio[start : start + 2400, None]
+        batch = source.analyzer.push(pos, frames)
+        FunctionVAD(lambda c: 1.0).score(source.analyzer.trackers)
+        for job in batch:
+            source.analyzer.resolve_speech(job)
+        worker._process(batch)
+        jobs += batch
+    assert len(jobs) == int((audio.size - CONFIG.window_samples) / 8000) + 1
+    for job in jobs:
+        expected = frame_features(audio[job.end - CONFIG.window_samples : job.end], CONFIG)
+        np.testing.assert_allclose(job.frames, expected, atol=2e-3)
