@@ -132,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     parser.add_argument("--epochs", type=int, default=TrainSettings.epochs)
     parser.add_argument("--only", nargs="+", choices=PROTOCOLS, default=PROTOCOLS)
+    parser.add_argument("--card-only", action="store_true", help="re-render MODEL_CARD.md from metrics.json")
     args = parser.parse_args(argv)
+    if args.card_only:
+        write_model_card(json.loads((args.out / "metrics.json").read_text()), args.out)
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     started = time.monotonic()
