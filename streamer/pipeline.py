@@ -232,11 +232,16 @@ class AnalysisWorker(threading.Thread):
                 self._process(jobs)
             served = self._serve_request()
             now = time.monotonic()
-            if now - self._last_status >= self.status_every_s or stopping:
+            if now - self._last_status >= self.status_every_s:
                 self._last_status = now
                 for source in self.sources:
                     self._safe_emit(source.status())
             if stopping:
+                # Finish what was captured before the stop, then end.
+                while any(source.ring.available for source in self.sources):
+                    self._process(self._collect())
+                for source in self.sources:
+                    self._safe_emit(source.status())
                 self._cancel_requests()
                 return
             if not jobs and not served:
@@ -269,7 +274,9 @@ class AnalysisWorker(threading.Thread):
         for source in self.sources:
             try:
                 if source.ring.available:
-                    start, frames = source.ring.read()
+                    # At most one hop's worth of audio per source per turn: a worker that
+                    # falls behind keeps bounded batches (and memory); the ring counts the loss.
+                    start, frames = source.ring.read(self._read_limit(source))
                     jobs.extend(source.analyzer.push(start, frames))
                 elif source.exhausted and not source.analyzer.flushed:
                     jobs.extend(source.analyzer.flush())
@@ -284,6 +291,11 @@ class AnalysisWorker(threading.Thread):
             for job in jobs:
                 job.analyzer.resolve_speech(job)
         return jobs
+
+    @staticmethod
+    def _read_limit(source: Source) -> int:
+        analyzer = source.analyzer
+        return max(1, int(analyzer.hop * analyzer.input_rate / analyzer.config.sample_rate))
 
     def _features(self, jobs: list[WindowJob]) -> None:
         """Set ``job.frames`` for every window, batched across streams.
@@ -310,13 +322,17 @@ class AnalysisWorker(threading.Thread):
                 whole.append(job)
             previous[key] = job.end
         new_frames: dict[int, np.ndarray] = {}
-        if whole:
-            for job, frames in zip(whole, frame_features(np.stack([j.audio for j in whole]), config)):
+        size = self.max_batch
+        for i in range(0, len(whole), size):
+            part = whole[i : i + size]
+            for job, frames in zip(part, frame_features(np.stack([j.audio for j in part]), config)):
                 job.frames = frames
         for k, group in extend.items():
             start, stop = (n_frames - k) * step, (n_frames - 1) * step + config.n_fft
-            for job, frames in zip(group, frame_features(np.stack([j.audio[start:stop] for j in group]), config)):
-                new_frames[id(job)] = frames
+            for i in range(0, len(group), size):
+                part = group[i : i + size]
+                for job, frames in zip(part, frame_features(np.stack([j.audio[start:stop] for j in part]), config)):
+                    new_frames[id(job)] = frames
         for job in ordered:  # in time order per channel: each window extends the one before
             if job.frames is None:
                 previous_frames = job.analyzer.last_frames[job.channel]

@@ -145,6 +145,8 @@ class FakeModel:
 
 
 class FakeSource:
+    exhausted = False
+
     def __init__(self, stream_id, audio):
         self.stream_id = stream_id
         self.ring = AudioRing(len(audio))
@@ -168,7 +170,7 @@ def test_worker_batches_across_streams_and_skips_silence():
     worker.stop()
     scores = [m for m in out if m["type"] == "scores"]
     assert len(scores) == 9  # 3 streams x windows ending at 2.0, 2.5, 3.0 s
-    assert model.batches == [6]  # both speech streams in one model call
+    assert model.batches == [2, 2, 2]  # each turn: both speech streams' windows in one model call
     assert all(m["top"] == "angry" for m in scores if m["stream"] != "quiet")
     assert all(not m["speech"] and m["probs"] is None for m in scores if m["stream"] == "quiet")
     assert all(m["latency_ms"] >= 0 for m in scores)
