@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ana.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
     ana.add_argument("--horizon", type=float, default=4.0, help="seconds of speech the rolling scores average")
     ana.add_argument("--model-dir", type=Path, help="folder of the trained model (default: models/)")
+    ana.add_argument("--workers", type=int, help="analysis threads, each with its own model (default: one per core)")
     srv = p.add_argument_group("server")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
@@ -183,12 +184,17 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
         if publishers is not None:
             publishers.offer(message)
 
-    worker = AnalysisWorker(model, lambda m: loop.call_soon_threadsafe(dispatch, m), alerts=alerts)
-    for source in sources:
-        worker.add(source)
+    workers = [
+        AnalysisWorker(m, lambda m: loop.call_soon_threadsafe(dispatch, m), alerts=alerts)
+        for m in worker_models(args, model, len(sources))
+    ]
+    for i, source in enumerate(sources):
+        workers[i % len(workers)].add(source)  # a stream stays on one worker: its state is not shared
         if isinstance(source, FileSource):
             source.start()
-    worker.start()
+    for worker in workers:
+        worker.start()
+    worker = workers[0]  # also serves uploads' model work
 
     from streamer.analyze import analyze_source
 
@@ -216,7 +222,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
     # Shutdown: stop capture, finish the windows in flight, close clients, exit.
     for source in sources:
         source.stop()
-    await loop.run_in_executor(None, worker.stop)
+    await asyncio.gather(*(loop.run_in_executor(None, w.stop) for w in workers))
     await asyncio.sleep(0.1)  # deliver what the worker emitted last
     if publishers is not None:
         await publishers.close()
@@ -263,6 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     sources = [] if args.serve else build_sources(args, model.config)
     asyncio.run(serve(args, model, sources, sock, alerts))
     return 0
+
+
+def worker_models(args, model, n_sources: int) -> list:
+    """One model per analysis worker (LiteRT interpreters are not shared between threads)."""
+    import os
+
+    from streamer.runtime import EmotionModel
+
+    count = max(1, min(args.workers or os.cpu_count() or 1, n_sources))
+    return [model] + [EmotionModel(args.model_dir or model.model_dir) for _ in range(count - 1)]
 
 
 def load_alerts(args):

@@ -215,9 +215,12 @@ async def _serve_streams(n_streams: int, seconds: float, port: int) -> None:
     sources = [SyntheticSource(f"s{i:04d}", base, i * 7919, config) for i in range(n_streams)]
     loop = asyncio.get_running_loop()
     hub = Hub(hop_s=HOP_S, client_queue=100_000)
-    worker = AnalysisWorker(model, lambda m: loop.call_soon_threadsafe(hub.publish, m), status_every_s=5.0)
-    for source in sources:
-        worker.add(source)
+    models = [model] + [EmotionModel() for _ in range(min(os.cpu_count() or 1, n_streams) - 1)]
+    workers = [
+        AnalysisWorker(m, lambda msg: loop.call_soon_threadsafe(hub.publish, msg), status_every_s=5.0) for m in models
+    ]
+    for i, source in enumerate(sources):
+        workers[i % len(workers)].add(source)
     server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=port, log_level="error"))
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -240,14 +243,16 @@ async def _serve_streams(n_streams: int, seconds: float, port: int) -> None:
             for source in sources:
                 source.tick(block)
 
-    worker.start()
+    for worker in workers:
+        worker.start()
     ticker = threading.Thread(target=clock, daemon=True)
     ticker.start()
     print(json.dumps({"start_wall": start_wall}), flush=True)
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.sleep(1.0)  # windows in flight
-    worker.stop()
+    for worker in workers:
+        worker.stop()
     await asyncio.sleep(0.2)
     rss = _rss_mb(os.getpid())
     print(

@@ -80,6 +80,7 @@ class EmotionModel:
 
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, backend: str = "auto", num_threads: int = 1) -> None:
         model_dir = Path(model_dir)
+        self.model_dir = model_dir
         try:
             meta = json.loads((model_dir / CONFIG_NAME).read_text())
         except FileNotFoundError:
