@@ -90,39 +90,28 @@ def run_protocols(
         metrics["ravdess_cv_telephone"] = mean_over_folds(phone)
         save()
 
+    def single_split(key: str, label: str, train: np.ndarray, test: np.ndarray, note: str) -> None:
+        model, stats = train_model(cache, train, config, settings, label=label)
+        metrics[key] = {**_score(model, stats, cache, test, CLEAN, config), "note": note}
+        save()
+
     if "tess_holdout" in protocols:
         tess = everything[corpus == "tess"]
-        # Stratified by emotion and speaker.
         speakers = np.array([cache.clips[i].speaker for i in tess])
-        strata = labels[tess] * 2 + (speakers == "tess-YAF")
+        strata = labels[tess] * 2 + (speakers == "tess-YAF")  # by emotion and speaker
         test = tess[stratified_holdout(strata, 0.25, seed=1)]
-        train = np.setdiff1d(everything, test)
-        model, stats = train_model(cache, train, config, settings, label="tess holdout")
-        metrics["tess_holdout"] = {
-            **_score(model, stats, cache, test, CLEAN, config),
-            "note": "2 speakers, both in training: does not measure generalisation",
-        }
-        save()
+        note = "2 speakers, both in training: does not measure generalisation"
+        single_split("tess_holdout", "tess holdout", np.setdiff1d(everything, test), test, note)
 
     if "random_split" in protocols:
         test = everything[stratified_holdout(labels, 0.25, seed=2)]
-        train = np.setdiff1d(everything, test)
-        model, stats = train_model(cache, train, config, settings, label="random split")
-        metrics["random_split"] = {
-            **_score(model, stats, cache, test, CLEAN, config),
-            "note": "old protocol: same speakers in train and test; overstates accuracy",
-        }
-        save()
+        note = "old protocol: same speakers in train and test; overstates accuracy"
+        single_split("random_split", "random split", np.setdiff1d(everything, test), test, note)
 
     if "cross_corpus" in protocols:
-        train = everything[corpus == "ravdess"]
-        test = everything[corpus == "tess"]
-        model, stats = train_model(cache, train, config, settings, label="RAVDESS->TESS")
-        metrics["cross_corpus_ravdess_to_tess"] = {
-            **_score(model, stats, cache, test, CLEAN, config),
-            "note": "trained on RAVDESS only, tested on TESS's 7 emotions; calm predictions count as errors",
-        }
-        save()
+        note = "trained on RAVDESS only, tested on TESS's 7 emotions; calm predictions count as errors"
+        train, test = everything[corpus == "ravdess"], everything[corpus == "tess"]
+        single_split("cross_corpus_ravdess_to_tess", "RAVDESS->TESS", train, test, note)
     return metrics
 
 
