@@ -10,11 +10,10 @@ lets training crop cached clip features and lets a stream reuse frames.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, field
 
-import librosa
 import numpy as np
+import scipy.fft
 
 NORMALIZATIONS = ("level", "cmn")
 
@@ -96,9 +95,36 @@ def frame_count(n_samples: int, config: FeatureConfig) -> int:
     return 1 + (n_samples - config.n_fft) // config.hop_length
 
 
-@functools.lru_cache(maxsize=8)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+_MEL_BASES: dict[tuple, np.ndarray] = {}
+
+
+def _basis_key(config: FeatureConfig) -> tuple:
+    return (config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+
+
+def mel_basis(config: FeatureConfig) -> np.ndarray:
+    """``(n_mels, n_fft // 2 + 1)`` librosa mel filterbank for ``config`` (cached)."""
+    key = _basis_key(config)
+    if key not in _MEL_BASES:
+        import librosa
+
+        _MEL_BASES[key] = librosa.filters.mel(
+            sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax
+        ).astype(np.float32)
+    return _MEL_BASES[key]
+
+
+def use_mel_basis(config: FeatureConfig, basis: np.ndarray) -> None:
+    """Use a filterbank saved with the model instead of computing it with librosa."""
+    expected = (config.n_mels, config.n_fft // 2 + 1)
+    if basis.shape != expected:
+        raise ValueError(f"mel basis has shape {basis.shape}, expected {expected}")
+    _MEL_BASES[_basis_key(config)] = np.ascontiguousarray(basis, np.float32)
+
+
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window, as librosa/scipy ``get_window("hann", n)``."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
 
 
 def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -122,17 +148,11 @@ def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
     n = frame_count(audio.shape[-1], config)
     if n == 0:
         return np.zeros((*audio.shape[:-1], 0, config.n_mels), np.float32)
-    spec = librosa.stft(
-        audio[..., : config.n_fft + (n - 1) * config.hop_length],
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        center=False,
-        window="hann",
-    )
-    power = np.square(np.abs(spec), dtype=np.float32)
-    basis = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
-    mel = np.matmul(basis, power)
-    return np.swapaxes(10.0 * np.log10(np.maximum(mel, 1e-10)), -1, -2).astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(audio, config.n_fft, axis=-1)[..., :: config.hop_length, :]
+    spectrum = scipy.fft.rfft(frames[..., :n, :] * _hann(config.n_fft), axis=-1, workers=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = np.matmul(power, mel_basis(config).T)
+    return (10.0 * np.log10(np.maximum(mel, 1e-10))).astype(np.float32)
 
 
 def normalize_windows(windows: np.ndarray, config: FeatureConfig, stats: FeatureStats) -> np.ndarray:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.features import FeatureConfig, FeatureStats, normalize_windows
+from streamer.features import FeatureConfig, FeatureStats, normalize_windows, use_mel_basis
 from streamer.labels import EMOTIONS
 
 CONFIG_NAME = "config.json"
+MEL_BASIS_NAME = "mel_basis.npy"  # librosa's filterbank for the model's config, so serving needs no librosa
 KERAS_NAME = "emotion_lstm.keras"
 LITERT_BATCH_SIZES = (1, 8, 32)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -91,6 +92,8 @@ class EmotionModel:
         self.config = FeatureConfig.from_dict(meta["features"])
         self.stats = FeatureStats.from_dict(meta["normalization"])
         self.hop_s: float = float(meta.get("hop_s", 0.5))
+        if (model_dir / MEL_BASIS_NAME).exists():
+            use_mel_basis(self.config, np.load(model_dir / MEL_BASIS_NAME))
         self.meta = meta
         if backend == "auto":
             try:

@@ -6,7 +6,7 @@ import textwrap
 
 from tests.conftest import ROOT
 
-BLOCKED = ("sounddevice", "websockets", "aiomqtt", "tensorflow", "keras", "fastapi", "uvicorn")
+BLOCKED = ("sounddevice", "websockets", "aiomqtt", "tensorflow", "keras", "fastapi", "uvicorn", "librosa", "numba")
 
 PRELUDE = textwrap.dedent(
     f"""
@@ -29,7 +29,8 @@ def run_blocked(code: str) -> subprocess.CompletedProcess:
 def test_core_modules_import_without_edge_libraries():
     proc = run_blocked(
         """
-        import streamer.audio, streamer.features, streamer.labels, streamer.vad
+        import streamer.audio, streamer.features, streamer.labels, streamer.vad, streamer.alerts
+        import streamer.ringbuffer, streamer.windowing, streamer.scoring, streamer.messages, streamer.pipeline
         import streamer.training.augment, streamer.training.metrics, streamer.training.corpora
         import sys
         assert not any(m.split(".")[0] in ("tensorflow", "keras", "sounddevice") for m in sys.modules)
@@ -40,7 +41,7 @@ def test_core_modules_import_without_edge_libraries():
     assert proc.stdout.strip() == "ok"
 
 
-def test_file_analysis_runs_on_litert_without_tensorflow():
+def test_file_analysis_runs_on_litert_without_tensorflow_or_librosa():
     proc = run_blocked(
         """
         import numpy as np

@@ -113,3 +113,26 @@ def test_batched_features_equal_one_by_one(speech_audio):
     assert batched.shape == (3, CONFIG.window_frames, CONFIG.n_mels)
     for i in range(3):
         np.testing.assert_allclose(batched[i], frame_features(windows[i], CONFIG), atol=1e-4)
+
+
+def test_stft_is_librosas(speech_audio):
+    """The scipy STFT inside frame_features equals librosa.stft(center=False, window='hann')."""
+    import librosa
+
+    from streamer.features import mel_basis
+
+    audio = speech_audio[:20000]
+    spec = librosa.stft(audio, n_fft=CONFIG.n_fft, hop_length=CONFIG.hop_length, center=False, window="hann")
+    reference = 10 * np.log10(np.maximum(mel_basis(CONFIG) @ np.abs(spec) ** 2, 1e-10)).T
+    np.testing.assert_allclose(frame_features(audio, CONFIG), reference, atol=1e-3)
+
+
+def test_saved_mel_basis_is_librosas():
+    """The filterbank shipped with the model (used without librosa) is librosa's for this config."""
+    import librosa
+
+    from streamer.runtime import DEFAULT_MODEL_DIR, MEL_BASIS_NAME
+
+    shipped = np.load(DEFAULT_MODEL_DIR / MEL_BASIS_NAME)
+    expected = librosa.filters.mel(sr=16000, n_fft=1024, n_mels=64, fmin=300.0, fmax=3400.0)
+    np.testing.assert_allclose(shipped, expected, atol=1e-7)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.features import FeatureConfig
+from streamer.features import FeatureConfig, mel_basis
 from streamer.labels import EMOTIONS
-from streamer.runtime import CONFIG_NAME, KERAS_NAME, LITERT_BATCH_SIZES, litert_name
+from streamer.runtime import CONFIG_NAME, KERAS_NAME, LITERT_BATCH_SIZES, MEL_BASIS_NAME, litert_name
 from streamer.training.cache import build_cache
 from streamer.training.corpora import resolve_data_dir
 from streamer.training.trainer import TrainSettings, train_model
@@ -35,6 +35,7 @@ def save_model(model, stats, config: FeatureConfig, settings: TrainSettings, out
     model.save(out / KERAS_NAME)
     for batch in LITERT_BATCH_SIZES:
         (out / litert_name(batch)).write_bytes(export_litert(model, batch))
+    np.save(out / MEL_BASIS_NAME, mel_basis(config))
     meta = {
         "labels": list(EMOTIONS),
         "features": config.to_dict(),
