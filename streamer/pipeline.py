@@ -2,9 +2,10 @@
 
 ``StreamAnalyzer`` is pure bookkeeping for one stream (resampling, gap
 filling, per-channel sliding windows, speech gating, rolling scores).
-``AnalysisWorker`` is the one thread that drains every source's ring
-buffer, computes features and runs the model batched across all streams and
-channels, and hands finished messages to ``emit`` (which must not block).
+``AnalysisWorker`` is a thread that drains its sources' ring buffers, runs
+VAD, features and the model batched across all its streams and channels,
+and hands finished messages to ``emit`` (which must not block). There is one
+worker per core, each with its own model; a stream stays on one worker.
 """
 
 from __future__ import annotations

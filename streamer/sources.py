@@ -258,9 +258,10 @@ class FileSource(Source):
                 for frames in f.blocks(blocksize=block, dtype="float32", always_2d=True):
                     if self._stop.is_set():
                         break
-                    frames = frames if self.n_channels == frames.shape[1] else frames[:, : self.n_channels]
-                    if self.n_channels == 1 and frames.shape[1] > 1:
-                        frames = frames.mean(axis=1, keepdims=True)
+                    if self.analyzer.channel_names == [MONO]:
+                        frames = frames.mean(axis=1, keepdims=True)  # downmix every channel
+                    else:
+                        frames = frames[:, : self.n_channels]  # named channels: the first N
                     if not self.fast:
                         delay = started + position / self.rate - time.monotonic()
                         if delay > 0:

