@@ -157,7 +157,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
 
     import uvicorn
 
-    from streamer.hub import Hub
+    from streamer.hub import Hub, LoopBridge
     from streamer.pipeline import AnalysisWorker
     from streamer.server import create_app
     from streamer.sources import FileSource
@@ -184,10 +184,9 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
         if publishers is not None:
             publishers.offer(message)
 
-    workers = [
-        AnalysisWorker(m, lambda m: loop.call_soon_threadsafe(dispatch, m), alerts=alerts)
-        for m in worker_models(args, model, len(sources))
-    ]
+    bridge = LoopBridge(loop, dispatch)
+    hub.extra_stats = lambda: {"bridge_dropped": bridge.dropped}
+    workers = [AnalysisWorker(m, bridge.put, alerts=alerts) for m in worker_models(args, model, len(sources))]
     for i, source in enumerate(sources):
         workers[i % len(workers)].add(source)  # a stream stays on one worker: its state is not shared
         if isinstance(source, FileSource):

@@ -202,7 +202,7 @@ async def _serve_streams(n_streams: int, seconds: float, port: int) -> None:
 
     import uvicorn
 
-    from streamer.hub import Hub
+    from streamer.hub import Hub, LoopBridge
     from streamer.pipeline import AnalysisWorker
     from streamer.runtime import EmotionModel
     from streamer.server import create_app
@@ -216,9 +216,8 @@ async def _serve_streams(n_streams: int, seconds: float, port: int) -> None:
     loop = asyncio.get_running_loop()
     hub = Hub(hop_s=HOP_S, client_queue=100_000)
     models = [model] + [EmotionModel() for _ in range(min(os.cpu_count() or 1, n_streams) - 1)]
-    workers = [
-        AnalysisWorker(m, lambda msg: loop.call_soon_threadsafe(hub.publish, msg), status_every_s=5.0) for m in models
-    ]
+    bridge = LoopBridge(loop, hub.publish)
+    workers = [AnalysisWorker(m, bridge.put, status_every_s=5.0) for m in models]
     for i, source in enumerate(sources):
         workers[i % len(workers)].add(source)
     server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=port, log_level="error"))
@@ -260,7 +259,7 @@ async def _serve_streams(n_streams: int, seconds: float, port: int) -> None:
             {
                 "overruns": sum(s.ring.overruns for s in sources),
                 "windows": sum(s.analyzer.windows_done for s in sources),
-                "hub_dropped": hub.stats()["dropped"],
+                "hub_dropped": hub.stats()["dropped"] + bridge.dropped,
                 "rss_mb": rss,
             }
         ),

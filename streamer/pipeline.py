@@ -30,7 +30,6 @@ from streamer.windowing import SlidingWindows
 
 log = logging.getLogger(__name__)
 MONO = "mono"
-MAX_GAP_S = 5.0  # longer gaps are not replayed as silence, only counted
 
 
 @dataclass
@@ -101,9 +100,12 @@ class StreamAnalyzer:
         gap = start_pos - self.expected_pos
         self.expected_pos = start_pos + len(frames)
         if gap > 0:
-            # Lost audio (overrun) is replayed as silence so timestamps stay true.
-            fill = np.zeros((min(gap, int(MAX_GAP_S * self.input_rate)), frames.shape[1]), np.float32)
-            frames = np.concatenate([fill, frames])
+            # Lost audio (an overrun): skip it at no cost, so an overloaded worker does
+            # not get more work; positions advance, so timestamps stay true.
+            skipped = int(round(gap * self.config.sample_rate / self.input_rate))
+            for windows, tracker in zip(self._windows, self.trackers):
+                windows.skip(skipped)
+                tracker.skip(skipped)
         if self._resampler is not None:
             frames = self._resampler.resample_chunk(np.ascontiguousarray(frames, np.float32))
         jobs = []

@@ -96,6 +96,16 @@ class SpeechTracker:
         """Add 16 kHz mono audio; it waits until an engine scores its whole chunks."""
         self._pending = np.concatenate([self._pending, np.asarray(audio, np.float32)])
 
+    def skip(self, n: int) -> None:
+        """Advance over ``n`` lost samples, counted as silence without scoring them."""
+        total = self._pending.size + n
+        chunks = total // CHUNK
+        index = (self._chunks + np.arange(min(chunks, self._states.size))) % self._states.size
+        self._states[index] = False
+        self._chunks += chunks
+        self._pending = np.zeros(total - chunks * CHUNK, np.float32)
+        self.gate.speaking = False
+
     def next_chunk(self) -> np.ndarray:
         return self._pending[:CHUNK]
 

@@ -39,6 +39,14 @@ class SlidingWindows:
         self._tail = data[-self.window :] if data.size > self.window else data
         return out
 
+    def skip(self, n: int) -> None:
+        """Advance over ``n`` lost samples: no windows end inside the gap, time stays true."""
+        self.position += n
+        gap = np.zeros(min(n, self.window), np.float32)
+        self._tail = np.concatenate([self._tail, gap])[-self.window :]
+        while self._next_end <= self.position:
+            self._next_end += self.hop
+
     def flush(self) -> tuple[int, np.ndarray] | None:
         """At the end of a stream: one last window ending at the last sample, if
         audio after the last window's end is unscored (zero-padded in front when

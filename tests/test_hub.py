@@ -69,3 +69,24 @@ def test_stalled_client_does_not_delay_others():
         assert hub.stats()["clients"] == 0
 
     asyncio.run(main())
+
+
+def test_loop_bridge_is_bounded_and_ordered():
+    import threading
+
+    from streamer.hub import LoopBridge
+
+    async def main():
+        got = []
+        bridge = LoopBridge(asyncio.get_running_loop(), got.append, maxlen=5)
+        thread = threading.Thread(target=lambda: [bridge.put({"i": i}) for i in range(100)])
+        thread.start()
+        thread.join()  # the loop is busy here (not yielding): at most 5 wait, the rest are counted
+        await asyncio.sleep(0.05)
+        assert [m["i"] for m in got] == list(range(95, 100))
+        assert bridge.dropped == 95
+        bridge.put({"i": 100})
+        await asyncio.sleep(0.05)
+        assert got[-1] == {"i": 100}
+
+    asyncio.run(main())

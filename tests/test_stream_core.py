@@ -126,11 +126,25 @@ def test_stream_analyzer_resamples_and_stamps_by_sample_count():
     assert all(j.audio.size == CONFIG.window_samples for j in jobs)
 
 
-def test_stream_analyzer_fills_gaps_so_time_stays_true():
+def test_stream_analyzer_skips_lost_audio_so_time_stays_true():
     analyzer = StreamAnalyzer("s", ["mono"], 16000, CONFIG)
     assert analyzer.push(0, np.zeros((16000, 1), np.float32)) == []
-    jobs = analyzer.push(24000, np.zeros((16000, 1), np.float32))  # 0.5 s lost in between
-    assert [j.end for j in jobs] == [32000, 40000]
+    jobs = analyzer.push(24000, np.full((32000, 1), 0.1, np.float32))  # 0.5 s lost in between
+    # Windows ending inside the gap are skipped; later ones keep the 0.5 s grid of true time.
+    assert [j.end for j in jobs] == [32000, 40000, 48000, 56000]
+    assert analyzer.trackers[0].samples_decided + analyzer.trackers[0].pending_chunks * 512 >= 24000
+    first = jobs[0].audio
+    assert np.all(first[: 16000 - 8000] == 0)  # the lost stretch reads as silence
+
+
+def test_tracker_skip_counts_silence():
+    from streamer.vad import CHUNK, SpeechTracker
+
+    tracker = SpeechTracker()
+    tracker.feed(np.ones(100, np.float32))
+    tracker.skip(CHUNK * 3)
+    assert tracker.samples_decided == CHUNK * 3 and tracker.pending_chunks == 0
+    assert tracker.speech_fraction(0, CHUNK * 3) == 0.0
 
 
 class FakeModel:
