@@ -115,6 +115,11 @@ class StreamAnalyzer:
             jobs.extend(WindowJob(self, ch, end, audio) for end, audio in self._windows[ch].push(samples))
         return jobs
 
+    @property
+    def mean_latency_ms(self) -> float | None:
+        """Mean processing latency of the recent windows, for status messages."""
+        return round(float(np.mean(self.latency_ms)), 2) if self.latency_ms else None
+
     def resolve_speech(self, job: WindowJob) -> None:
         """Decide whether a window is speech, once the VAD has scored its chunks."""
         job.speech = self.trackers[job.channel].is_speech(job.end - self.config.window_samples, job.end)

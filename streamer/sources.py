@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 from streamer.features import FeatureConfig
@@ -215,7 +214,7 @@ class DeviceSource(Source):
             windows=self.analyzer.windows_done,
             lost_s=round(self.ring.overrun_samples / self.rate, 3),
             channels=self.analyzer.channel_names,
-            latency_ms=round(float(np.mean(self.analyzer.latency_ms)), 2) if self.analyzer.latency_ms else None,
+            latency_ms=self.analyzer.mean_latency_ms,
             reconnects=self.reconnects,
             error=self.error,
         )
@@ -300,6 +299,6 @@ class FileSource(Source):
             overruns=self.ring.overruns,
             windows=self.analyzer.windows_done,
             channels=self.analyzer.channel_names,
-            latency_ms=round(float(np.mean(self.analyzer.latency_ms)), 2) if self.analyzer.latency_ms else None,
+            latency_ms=self.analyzer.mean_latency_ms,
             error=self.error,
         )
