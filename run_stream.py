@@ -193,12 +193,12 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
             source.start()
     for worker in workers:
         worker.start()
-    worker = workers[0]  # also serves uploads' model work
+    upload_worker = workers[0]  # also runs the model for uploads, between its live batches
 
     from streamer.analyze import analyze_source
 
     app = create_app(
-        hub, lambda f: analyze_source(f, model, args.hop, worker.predict), max_upload_mb=args.max_upload_mb
+        hub, lambda f: analyze_source(f, model, args.hop, upload_worker.predict), max_upload_mb=args.max_upload_mb
     )
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off"))
     server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below

