@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import soxr
+from threadpoolctl import threadpool_limits
 
 from streamer.features import FeatureConfig, frame_features
 from streamer.messages import scores_message
@@ -184,6 +185,9 @@ class AnalysisWorker(threading.Thread):
         vad=None,
     ) -> None:
         super().__init__(name="analysis-worker", daemon=True)
+        # The workers are the parallelism (one per core); BLAS threads on top would
+        # oversubscribe the cores, and OpenBLAS's spinning threads measurably raised latency.
+        threadpool_limits(1, user_api="blas")
         self.model = model
         self.vad = vad  # a VAD engine scoring all streams' chunks at once; Silero by default
         self.alerts = alerts  # an AlertEngine, evaluated on every scores message

@@ -24,26 +24,41 @@ class SlidingWindows:
         self.hop = hop
         self.position = 0  # samples pushed so far
         self._next_end = window
-        self._tail = np.zeros(0, np.float32)
+        # Recent samples, appended in place: the last window is moved to the front
+        # only when the buffer is full, not copied on every push.
+        self._buffer = np.zeros(2 * window + hop, np.float32)
+        self._size = 0  # valid samples at the front of _buffer, ending at ``position``
+
+    def _append(self, samples: np.ndarray) -> None:
+        n = samples.size
+        if self._size + n > self._buffer.size:
+            keep = min(self._size, self.window)
+            if keep + n > self._buffer.size:
+                grown = np.zeros(keep + n, np.float32)
+                grown[:keep] = self._buffer[self._size - keep : self._size]
+                self._buffer = grown
+            else:
+                self._buffer[:keep] = self._buffer[self._size - keep : self._size]
+            self._size = keep
+        self._buffer[self._size : self._size + n] = samples
+        self._size += n
 
     def push(self, samples: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Add samples; returns ``(end_position, window_samples)`` for each window completed."""
-        data = np.concatenate([self._tail, np.asarray(samples, np.float32)])
-        base = self.position - self._tail.size  # absolute position of data[0]
-        self.position += len(samples)
+        self._append(np.asarray(samples, np.float32).reshape(-1))
+        self.position += samples.size
+        base = self.position - self._size  # absolute position of _buffer[0]
         out = []
         while self._next_end <= self.position:
             end = self._next_end - base
-            out.append((self._next_end, data[end - self.window : end].copy()))
+            out.append((self._next_end, self._buffer[end - self.window : end].copy()))
             self._next_end += self.hop
-        self._tail = data[-self.window :] if data.size > self.window else data
         return out
 
     def skip(self, n: int) -> None:
         """Advance over ``n`` lost samples: no windows end inside the gap, time stays true."""
+        self._append(np.zeros(min(n, self.window), np.float32))
         self.position += n
-        gap = np.zeros(min(n, self.window), np.float32)
-        self._tail = np.concatenate([self._tail, gap])[-self.window :]
         while self._next_end <= self.position:
             self._next_end += self.hop
 
@@ -55,5 +70,5 @@ class SlidingWindows:
         if self.position == 0 or (self.position <= last_end and last_end >= self.window):
             return None
         self._next_end = self.position + self.hop
-        pad = np.zeros(max(0, self.window - self._tail.size), np.float32)
-        return self.position, np.concatenate([pad, self._tail[-self.window :]])
+        tail = self._buffer[max(0, self._size - self.window) : self._size]
+        return self.position, np.concatenate([np.zeros(self.window - tail.size, np.float32), tail])

@@ -64,6 +64,26 @@ def test_sliding_windows_by_sample_count():
         assert window.tolist() == list(range(end - 10, end))
 
 
+def test_windows_equal_slices_of_the_stream_for_any_pushes_and_gaps():
+    """Against a reference: the whole signal with lost stretches as zeros, sliced."""
+    rng = np.random.default_rng(3)
+    cutter = SlidingWindows(window=50, hop=20)
+    signal, got = [], []
+    for _ in range(300):
+        if rng.random() < 0.1:  # a gap, sometimes longer than a window
+            n = int(rng.integers(1, 120))
+            cutter.skip(n)
+            signal.append(np.zeros(n, np.float32))
+        else:  # blocks from tiny to larger than the buffer
+            block = rng.standard_normal(int(rng.choice([1, 7, 33, 150]))).astype(np.float32)
+            got += cutter.push(block)
+            signal.append(block)
+    reference = np.concatenate(signal)
+    assert len(got) > 100
+    for end, window in got:
+        np.testing.assert_array_equal(window, reference[end - 50 : end])
+
+
 def test_rolling_scores_average_speech_within_horizon():
     rolling = RollingScores(horizon_s=2.0)
     a, b = np.eye(8)[4], np.eye(8)[3]
