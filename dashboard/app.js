@@ -164,10 +164,11 @@ function connect(delay = 1000) {
     delay = 1000;
   };
   ws.onmessage = (event) => {
-    const msg = JSON.parse(event.data);
-    if (msg.type === "scores") onScores(msg);
-    else if (msg.type === "status") onStatus(msg);
-    else if (msg.type === "alert") onAlert(msg);
+    for (const msg of JSON.parse(event.data)) { // a frame is an array of messages
+      if (msg.type === "scores") onScores(msg);
+      else if (msg.type === "status") onStatus(msg);
+      else if (msg.type === "alert") onAlert(msg);
+    }
   };
   ws.onclose = () => {
     conn.textContent = "disconnected, retrying…";

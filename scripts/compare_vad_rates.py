@@ -19,9 +19,9 @@ import numpy as np
 
 from streamer.audio import load_audio
 from streamer.features import window_starts
-from streamer.vad import CHUNK, STREAM_RATE, SileroVAD, SpeechTracker
+from streamer.vad import CHUNK, VAD_RATE, SileroVAD, SpeechTracker
 
-WINDOW, HOP = 2 * STREAM_RATE, STREAM_RATE // 2
+WINDOW, HOP = 2 * VAD_RATE, VAD_RATE // 2
 
 
 def calls(data: Path, clips: int, seed: int = 0) -> list[np.ndarray]:
@@ -32,17 +32,17 @@ def calls(data: Path, clips: int, seed: int = 0) -> list[np.ndarray]:
     chosen = rng.choice(len(paths), size=min(clips, len(paths)), replace=False)
     out = []
     for i in chosen:
-        clip = load_audio(paths[i], STREAM_RATE)
-        noise = (rng.standard_normal(clip.size + 2 * STREAM_RATE) * 10 ** (-50 / 20)).astype(np.float32)
-        noise[STREAM_RATE : STREAM_RATE + clip.size] += clip
+        clip = load_audio(paths[i], VAD_RATE)
+        noise = (rng.standard_normal(clip.size + 2 * VAD_RATE) * 10 ** (-50 / 20)).astype(np.float32)
+        noise[VAD_RATE : VAD_RATE + clip.size] += clip
         out.append(noise)
     return out
 
 
 def decisions(audio: list[np.ndarray], rate: int) -> tuple[np.ndarray, np.ndarray]:
-    trackers = [SpeechTracker(history_chunks=a.size // CHUNK + 2, vad_rate=rate) for a in audio]
+    trackers = [SpeechTracker(history_chunks=a.size // CHUNK + 2) for a in audio]
     for tracker, a in zip(trackers, audio):
-        tracker.feed(a, final=True)
+        tracker.feed(a)
     SileroVAD(rate=rate).score(trackers)
     chunks, windows = [], []
     for tracker, a in zip(trackers, audio):

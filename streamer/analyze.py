@@ -27,7 +27,7 @@ import numpy as np
 from streamer.audio import AudioError, load_audio
 from streamer.features import frame_features, pad_to, window_starts
 from streamer.runtime import DEFAULT_MODEL_DIR, EmotionModel, ModelError
-from streamer.vad import CHUNK, STREAM_RATE, SpeechTracker, default_vad
+from streamer.vad import CHUNK, VAD_RATE, SpeechTracker, default_vad
 
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 256  # windows per model call, bounds memory on long calls
@@ -50,8 +50,8 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
         ``windows`` (``start``, ``end``, ``speech``, ``probs``).
     """
     config = model.config
-    if config.sample_rate != STREAM_RATE:
-        raise ModelError(f"model rate {config.sample_rate} Hz differs from the VAD's {STREAM_RATE} Hz")
+    if config.sample_rate != VAD_RATE:
+        raise ModelError(f"model rate {config.sample_rate} Hz differs from the VAD's {VAD_RATE} Hz")
     hop = int(round((hop_s or model.hop_s) * config.sample_rate))
     hop -= hop % config.hop_length  # window starts stay on feature frames
     if hop <= 0:
@@ -60,7 +60,7 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
     padded = pad_to(audio, length)
     frames = frame_features(padded, config)
     tracker = SpeechTracker(history_chunks=padded.size // CHUNK + 2)
-    tracker.feed(padded, final=True)
+    tracker.feed(padded)
     default_vad().score([tracker])
 
     # Windows are cut on feature frames, exactly as training crops cached clips.

@@ -355,23 +355,35 @@ class AnalysisWorker(threading.Thread):
             out.extend(frame_features(part, self.model.config))
         return out
 
+    MODEL_BATCH = 32  # speech windows per model call; their messages go out as soon as it returns
+
     def _process(self, jobs: list[WindowJob]) -> None:
         try:
             self._features(jobs)
         except Exception:
             log.exception("features failed on a batch of %d windows", len(jobs))
             return
+        # In order, in groups holding up to MODEL_BATCH speech windows: in a burst the
+        # first windows need not wait for the last, and each channel stays in time order.
+        group: list[WindowJob] = []
+        speech = 0
+        for job in jobs:
+            group.append(job)
+            speech += bool(job.speech)
+            if speech == self.MODEL_BATCH:
+                self._classify_and_emit(group)
+                group, speech = [], 0
+        if group:
+            self._classify_and_emit(group)
+
+    def _classify_and_emit(self, jobs: list[WindowJob]) -> None:
         speech = [j for j in jobs if j.speech]
         probs: dict[int, np.ndarray] = {}
-        for i in range(0, len(speech), self.max_batch):
-            chunk = speech[i : i + self.max_batch]
+        if speech:
             try:
-                out = self.model.predict(np.stack([j.frames for j in chunk]))
+                probs = dict(zip(map(id, speech), self.model.predict(np.stack([j.frames for j in speech]))))
             except Exception:
-                log.exception("model failed on a batch of %d windows", len(chunk))
-                continue
-            for j, p in zip(chunk, out):
-                probs[id(j)] = p
+                log.exception("model failed on a batch of %d windows", len(speech))
         for job in jobs:
             if job.speech and id(job) not in probs:
                 continue  # failed batch: already logged

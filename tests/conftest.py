@@ -169,7 +169,7 @@ def start_analyzer():
 
 
 def read_messages(ws_url: str, until, timeout: float = 30.0) -> list[dict]:
-    """Collect websocket messages until ``until(messages)`` is true or time runs out."""
+    """Collect websocket messages (frames are arrays of them) until ``until(messages)`` or time runs out."""
     import json
     import time
 
@@ -180,7 +180,7 @@ def read_messages(ws_url: str, until, timeout: float = 30.0) -> list[dict]:
     with connect(ws_url, open_timeout=10) as ws:
         while time.monotonic() < deadline and not until(messages):
             try:
-                messages.append(json.loads(ws.recv(timeout=max(0.05, deadline - time.monotonic()))))
+                messages.extend(json.loads(ws.recv(timeout=max(0.05, deadline - time.monotonic()))))
             except TimeoutError:
                 break
     return messages

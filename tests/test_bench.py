@@ -17,6 +17,7 @@ KEYS = {
     "baseline_per_window_ms",
     "throughput",
     "capacity_runs",
+    "p95_latency_ms_max_streams_all_calls_at_once",
 }
 
 

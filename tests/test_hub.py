@@ -22,6 +22,16 @@ def test_client_queue_drops_oldest_and_counts():
     asyncio.run(main())
 
 
+def test_frames_are_json_arrays_of_bounded_size():
+    from streamer.hub import FRAME_MESSAGES, frames
+
+    texts = [json.dumps(scores(i / 2)) for i in range(FRAME_MESSAGES + 3)]
+    out = [json.loads(f) for f in frames(texts)]
+    assert [len(f) for f in out] == [FRAME_MESSAGES, 3]
+    assert [m["t"] for f in out for m in f] == [i / 2 for i in range(FRAME_MESSAGES + 3)]
+    assert frames([]) == []
+
+
 def test_history_is_bounded_and_sent_first():
     hub = Hub(history_s=2.0, hop_s=0.5)  # 4 windows per channel
     hub.publish(status_message("s", "dev", "running", 0, 0))
@@ -39,8 +49,8 @@ def test_stalled_client_does_not_delay_others():
         stalled = asyncio.Event()
         never = asyncio.Event()
 
-        async def fast_send(text):
-            fast_got.append(text)
+        async def fast_send(frame):
+            fast_got.extend(json.loads(frame))
 
         async def stuck_send(text):
             stalled.set()
@@ -60,8 +70,7 @@ def test_stalled_client_does_not_delay_others():
                 await asyncio.sleep(0)
         await asyncio.sleep(0.05)
         assert stalled.is_set()
-        assert len(fast_got) == 1000  # every message, in order
-        assert json.loads(fast_got[-1])["t"] == 499.5
+        assert [m["t"] for m in fast_got] == [i / 2 for i in range(1000)]  # every message, in order
         stats = hub.stats()
         assert stats["clients"] == 2 and stats["dropped"] >= 1000 - 50 - 1
         hub.close()
