@@ -118,8 +118,9 @@ def baseline(model_dir: Path, windows: int) -> dict:
     """The earlier project's way: whole-window librosa features + Keras predict per window."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
+    import librosa
 
-    from streamer.features import frame_features, normalize_windows
+    from streamer.features import normalize_windows
     from streamer.runtime import KERAS_NAME, EmotionModel
 
     meta = EmotionModel(model_dir)  # config and normalisation only
@@ -132,7 +133,17 @@ def baseline(model_dir: Path, windows: int) -> dict:
     for i in range(windows):
         window = audio[i * hop : i * hop + config.window_samples]
         t0 = time.perf_counter()
-        x = normalize_windows(frame_features(window, config), config, meta.stats)
+        mel = librosa.feature.melspectrogram(
+            y=window,
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
+            center=False,
+        )
+        x = normalize_windows(librosa.power_to_db(mel, amin=1e-10, top_db=None).T, config, meta.stats)
         t1 = time.perf_counter()
         net.predict(x[None], verbose=0)
         t2 = time.perf_counter()
@@ -406,7 +417,7 @@ def capacity(seconds: float, max_streams: int, probes: int, log) -> dict:
             high = probe
         if high - low <= max(25, low // 10):
             break
-        probe = (low + high) // 2 if high <= max_streams else min(max_streams, low * 2)
+        probe = (low + high) // 2 if high <= max_streams else min(max_streams, low * 3 // 2)
     best = max((n for n, r in runs.items() if r["sustained"]), default=0)
     at_once = run(best, 0.0) if best else None
     return {"max_streams": best, "runs": [runs[n] for n in sorted(runs)], "max_streams_all_at_once": at_once}

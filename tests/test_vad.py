@@ -57,6 +57,13 @@ def test_tracker_forgets_old_chunks():
     assert tracker.speech_fraction(4 * CHUNK, 8 * CHUNK) == 1.0
 
 
+def test_lowpass_taps_equal_scipy_firwin():
+    from streamer.vad import lowpass_taps
+
+    for numtaps, cutoff in [(31, 0.45), (15, 0.3), (64, 0.9)]:
+        np.testing.assert_allclose(lowpass_taps(numtaps, cutoff), scipy.signal.firwin(numtaps, cutoff), atol=1e-7)
+
+
 def test_8khz_engine_refuses_other_rates():
     with pytest.raises(ValueError):
         SileroVAD(rate=44100)
