@@ -10,6 +10,7 @@ lets training crop cached clip features and lets a stream reuse frames.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -139,9 +140,12 @@ def use_mel_basis(config: FeatureConfig, basis: np.ndarray) -> None:
     _MEL_BANDS.pop(_basis_key(config), None)
 
 
+@functools.lru_cache(maxsize=4)
 def _hann(n: int) -> np.ndarray:
     """Periodic Hann window, as librosa/scipy ``get_window("hann", n)``."""
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+    window.flags.writeable = False  # cached and shared
+    return window
 
 
 def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
