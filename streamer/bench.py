@@ -208,7 +208,6 @@ class SyntheticSource:
         self.analyzer = StreamAnalyzer(stream_id, ["mono"], config.sample_rate, config, hop_s=HOP_S)
         self.position = offset
         self.start_s = start_s  # the call starts this long after the clock
-        self.end_s = float("inf")
 
     exhausted = False
 
@@ -243,8 +242,6 @@ async def _serve_streams(n_streams: int, seconds: float, port: int, ramp_s: floa
     sources = [
         SyntheticSource(f"s{i:04d}", base, i * 7919, config, _start_offset_s(i, ramp_s)) for i in range(n_streams)
     ]
-    for source in sources:
-        source.end_s = source.start_s + seconds
     loop = asyncio.get_running_loop()
     hub = Hub(hop_s=HOP_S, client_queue=100_000)
     models = [model] + [EmotionModel() for _ in range(min(os.cpu_count() or 1, n_streams) - 1)]
@@ -272,7 +269,7 @@ async def _serve_streams(n_streams: int, seconds: float, port: int, ramp_s: floa
             if delay > 0:
                 time.sleep(delay)
             for source in sources:
-                if source.start_s < ticks * TICK_S <= source.end_s + 1e-9:
+                if source.start_s < ticks * TICK_S <= source.start_s + seconds + 1e-9:
                     source.tick(block)
 
     for worker in workers:
