@@ -124,7 +124,10 @@ def test_live_view_updates_both_streams(start_analyzer, page, speech_audio, tmp_
         assert page.query_selector(f"{sel} canvas") is not None  # the chart is drawn
         assert page.inner_text(f"{sel} .top") != "—"
     page.click("#nav-analyze")
-    assert page.is_visible("#drop-zone") and page.is_hidden("#live-view")
+    # The view switches on the hashchange event, after the click returns: wait for it.
+    page.wait_for_selector("#drop-zone", state="visible", timeout=5_000)
+    assert page.is_hidden("#live-view")
     page.click("#nav-live")
-    assert page.is_visible("#streams")
+    page.wait_for_selector("#streams", state="visible", timeout=5_000)
+    assert page.is_hidden("#analyze-view")
     assert page.console_errors == []
