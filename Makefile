@@ -8,10 +8,10 @@ PY := .venv/bin/python
 setup:
 	scripts/bootstrap.sh test
 
-train: setup        ## the shipped model into models/ (~4 min on 2 cores, +5 min feature cache once)
+train: setup        ## the shipped model into models/ (~3 min on 2 cores, +5 min feature cache once)
 	$(PY) -m streamer.training.train
 
-evaluate: setup     ## models/metrics.json and models/MODEL_CARD.md (~45 min on 2 cores)
+evaluate: setup     ## models/metrics.json and models/MODEL_CARD.md (~27 min on 2 cores)
 	$(PY) -m streamer.training.evaluate
 
 test:

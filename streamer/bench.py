@@ -9,7 +9,8 @@ Measured in one run on this machine:
 4. capacity: the most concurrent simulated real-time streams (hop 0.5 s) the
    full pipeline (ring buffers -> VAD -> features -> model -> rolling scores ->
    websocket broadcast to a connected client) sustains with no window
-   dropped, with p95 latency from a window's end to its message at the client;
+   dropped and p95 latency, from a window's end to its message at the
+   client, within 250 ms (and the most run with nothing lost at any latency);
 5. time from process start to the first score; RSS at 1, 100 and the
    maximum number of streams.
 
@@ -32,6 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 HOP_S = 0.5
+P95_TARGET_MS = 250.0  # a count is sustained only within this latency (the target at capacity)
 TICK_S = 0.05  # the simulated sound cards deliver 50 ms blocks
 
 
@@ -366,12 +368,14 @@ async def _measure(n_streams: int, seconds: float, ramp_s: float) -> dict:
     expected = int((seconds - 2.0) / HOP_S)  # windows whose end fell inside each stream's run, give or take the last
     missing = sum(max(0, expected - counts.get(f"s{i:04d}", 0)) for i in range(n_streams))
     p95 = float(np.percentile(latencies, 95)) if latencies else float("inf")
-    ok = result["overruns"] == 0 and result["hub_dropped"] == 0 and missing == 0 and p95 < 1000
+    lossless = result["overruns"] == 0 and result["hub_dropped"] == 0 and missing == 0
+    ok = lossless and p95 <= P95_TARGET_MS
     return {
         "streams": n_streams,
         "seconds": seconds,
         "call_starts_over_s": ramp_s,
         "sustained": bool(ok),
+        "lossless": bool(lossless),
         "windows_received": len(latencies),
         "missing_windows": missing,
         "overruns": result["overruns"],
@@ -416,8 +420,14 @@ def capacity(seconds: float, max_streams: int, probes: int, log) -> dict:
             break
         probe = (low + high) // 2 if high <= max_streams else min(max_streams, low * 3 // 2)
     best = max((n for n, r in runs.items() if r["sustained"]), default=0)
+    lossless = max((n for n, r in runs.items() if r["lossless"]), default=0)
     at_once = run(best, 0.0) if best else None
-    return {"max_streams": best, "runs": [runs[n] for n in sorted(runs)], "max_streams_all_at_once": at_once}
+    return {
+        "max_streams": best,
+        "max_streams_lossless": lossless,
+        "runs": [runs[n] for n in sorted(runs)],
+        "max_streams_all_at_once": at_once,
+    }
 
 
 # -- 5: start-up --------------------------------------------------------------------------
@@ -503,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_vs_baseline_batched": round(base["total_ms"]["median"] * tput["windows_per_s_1_core"] / 1000, 1),
         "throughput": tput,
         "max_streams": cap["max_streams"],
+        "max_streams_lossless_any_latency": cap["max_streams_lossless"],
         "p95_latency_ms_1_stream": by_n[1]["p95_latency_ms"],
         "p95_latency_ms_max_streams": best.get("p95_latency_ms"),
         "p95_latency_ms_max_streams_all_calls_at_once": (cap["max_streams_all_at_once"] or {}).get("p95_latency_ms"),
@@ -536,7 +547,8 @@ def format_table(r: dict) -> str:
         ("batched throughput, 1 core", f"{t['windows_per_s_1_core']} windows/s"),
         ("speedup vs baseline, batched windows (1 core)", f"{r['speedup_vs_baseline_batched']}x"),
         (f"batched throughput, {t['cores']} cores", f"{t['windows_per_s_' + str(t['cores']) + '_cores']} windows/s"),
-        ("max real-time streams, no window dropped", str(r["max_streams"])),
+        (f"max real-time streams, nothing lost, p95 <= {P95_TARGET_MS:g} ms", str(r["max_streams"])),
+        ("most streams run with nothing lost (any latency)", str(r["max_streams_lossless_any_latency"])),
         (
             "p95 latency, 1 stream / max streams",
             f"{r['p95_latency_ms_1_stream']} / {r['p95_latency_ms_max_streams']} ms",

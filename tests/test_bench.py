@@ -44,6 +44,6 @@ def test_benchmark_runs_and_writes_its_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert set(result) >= KEYS
-    assert [r["streams"] for r in result["capacity_runs"]] == [1, 100]
+    assert {1, 100} <= {r["streams"] for r in result["capacity_runs"]}
     assert result["speedup_vs_baseline"] > 0 and result["start_to_first_score_s"] > 0
     assert "max real-time streams" in proc.stdout

@@ -92,7 +92,7 @@ commercial deployment needs a model trained on suitably licensed data.
   frames every {feats.get("hop_length")} samples, without centring.
 - Normalisation per window: `{feats.get("normalization")}` (gain invariance), then
   per-band standardisation with statistics from the training data (in `config.json`).
-- Network: 2 × Conv1D(96) + BatchNorm → max-pool → bidirectional LSTM(64) →
+- Network: 2 × Conv1D(96) + BatchNorm → max-pool by 4 → bidirectional LSTM(64) →
   mean+max pooling → Dense(64) → softmax(8); {config.get("parameters", "?")} parameters.
 - Files: `emotion_lstm.keras` (Keras 3), `emotion_lstm_b{{1,8,32}}.tflite`
   (LiteRT, fixed batch sizes, used for serving), `config.json` (labels, feature
