@@ -203,13 +203,16 @@ class SileroVAD:
         self._lock = threading.Lock()
         self._quiet_power = None if quiet_dbfs is None else 10 ** (quiet_dbfs / 10)
 
+    def _reset(self, tracker: SpeechTracker) -> None:
+        """Fresh model state, context and filter history, sized for this engine."""
+        tracker.model_state = np.zeros((2, 128), np.float32)
+        tracker.model_context = np.zeros(self._context, np.float32)
+        tracker.filter_history = np.zeros(0 if self._taps is None else self._taps.size - 1, np.float32)
+
     def _prepare(self, trackers: list[SpeechTracker]) -> None:
         for tracker in trackers:
             if tracker.model_context.size != self._context:  # a new stream (or one scored at another rate)
-                tracker.model_state = np.zeros((2, 128), np.float32)
-                tracker.model_context = np.zeros(self._context, np.float32)
-            if self._taps is not None and tracker.filter_history.size != self._taps.size - 1:
-                tracker.filter_history = np.zeros(self._taps.size - 1, np.float32)
+                self._reset(tracker)
 
     def _decimate(self, trackers: list[SpeechTracker], chunks: np.ndarray) -> np.ndarray:
         """``chunks`` (streams, CHUNK) at 16 kHz to Silero's rate, continuing each stream's filter."""
@@ -232,9 +235,7 @@ class SileroVAD:
                 if self._quiet_power is not None:
                     quiet = np.mean(np.square(chunks), axis=1) < self._quiet_power
                     for i in np.flatnonzero(quiet):
-                        waiting[i].model_state = np.zeros_like(waiting[i].model_state)
-                        waiting[i].model_context = np.zeros_like(waiting[i].model_context)
-                        waiting[i].filter_history = np.zeros_like(waiting[i].filter_history)
+                        self._reset(waiting[i])
                         waiting[i].decide(0.0)
                     loud = np.flatnonzero(~quiet)
                     active, chunks = [waiting[i] for i in loud], chunks[loud]

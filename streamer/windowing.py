@@ -33,12 +33,10 @@ class SlidingWindows:
         n = samples.size
         if self._size + n > self._buffer.size:
             keep = min(self._size, self.window)
-            if keep + n > self._buffer.size:
-                grown = np.zeros(keep + n, np.float32)
-                grown[:keep] = self._buffer[self._size - keep : self._size]
-                self._buffer = grown
-            else:
-                self._buffer[:keep] = self._buffer[self._size - keep : self._size]
+            recent = self._buffer[self._size - keep : self._size]
+            if keep + n > self._buffer.size:  # a push larger than the buffer: grow it
+                self._buffer = np.zeros(keep + n, np.float32)
+            self._buffer[:keep] = recent
             self._size = keep
         self._buffer[self._size : self._size + n] = samples
         self._size += n
