@@ -3,7 +3,7 @@ EMOTION_DATA_DIR ?= $(abspath ../shared/data)
 export EMOTION_DATA_DIR
 PY := .venv/bin/python
 
-.PHONY: setup train evaluate test lint format
+.PHONY: setup train evaluate experiments test lint format
 
 setup:
 	scripts/bootstrap.sh test
@@ -11,8 +11,14 @@ setup:
 train: setup        ## the shipped model into models/ (~3 min on 2 cores, +5 min feature cache once)
 	$(PY) -m streamer.training.train
 
-evaluate: setup     ## models/metrics.json and models/MODEL_CARD.md (~27 min on 2 cores)
+evaluate: setup     ## models/metrics.json and models/MODEL_CARD.md (see the README for the time)
 	$(PY) -m streamer.training.evaluate
+
+# Recipes tried and dropped, leave-one-corpus-out only; recorded in metrics.json's "experiments".
+experiments: setup
+	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment no_speaker_adaptation --no-adapt
+	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment band_warp_0.1 --band-warp 0.1
+	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment corpus_adversarial_0.1 --adversarial 0.1
 
 test:
 	./test.sh

@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ana.add_argument("--window", type=float, help="window length in seconds (must match the model's, 2.0)")
     ana.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
     ana.add_argument("--horizon", type=float, default=4.0, help="seconds of speech the rolling scores average")
+    ana.add_argument(
+        "--adapt-reset-s",
+        type=float,
+        default=30.0,
+        help="seconds without speech on a channel after which its speaker adaptation starts afresh "
+        "(a new call; default 30)",
+    )
     ana.add_argument("--model-dir", type=Path, help="folder of the trained model (default: models/)")
     ana.add_argument("--workers", type=int, help="analysis threads, each with its own model (default: one per core)")
     srv = p.add_argument_group("server")
@@ -78,6 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.hop <= 0 or args.horizon <= 0:
         p.error("--hop and --horizon must be positive")
+    if not 0 < args.adapt_reset_s < float("inf"):  # also rejects nan
+        p.error("--adapt-reset-s must be a positive number of seconds")
     names = [n.strip() for n in args.channels.split(",")] if args.channels else ["mono"]
     if not all(names) or len(set(names)) != len(names) or not all(map(valid_name, names)):
         p.error("--channels needs distinct, non-empty names without '/', '+', '#' or spaces")
@@ -114,7 +123,7 @@ def unique_ids(paths: list[Path]) -> list[str]:
 def build_sources(args, config) -> list:
     from streamer.sources import DeviceError, DeviceSource, FileSource, describe_devices
 
-    kw = {"hop_s": args.hop, "horizon_s": args.horizon}
+    kw = {"hop_s": args.hop, "horizon_s": args.horizon, "adapt_reset_s": args.adapt_reset_s}
     if args.input:
         sources = []
         for path, stream_id in zip(args.input, unique_ids(args.input)):

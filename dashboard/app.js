@@ -12,7 +12,8 @@ const COLORS = {
 };
 const MAX_POINTS = 600; // 5 minutes at a 0.5 s hop
 const AUTO_EXPAND = 4; // streams shown with charts without a click
-const streams = new Map(); // stream id -> {el, channels: Map(name -> channel), expanded, toggled, alerts: Set}
+// stream id -> {el, channels: Map(name -> channel), expanded, toggled, alerts: Set, adaptation}
+const streams = new Map();
 let dirty = new Set();
 
 function el(selector, root = document) { return root.querySelector(selector); }
@@ -25,7 +26,8 @@ function streamCard(id) {
   el(".stream-name", node).textContent = id;
   el("#streams").appendChild(node);
   el("#empty").hidden = true;
-  stream = { el: node, channels: new Map(), expanded: false, toggled: false, alerts: new Set() };
+  // adaptation: the model's limit of a channel's speaker adaptation (from status; 0 = none)
+  stream = { el: node, channels: new Map(), expanded: false, toggled: false, alerts: new Set(), adaptation: 0 };
   el("header", node).addEventListener("click", () => {
     stream.toggled = true;
     setExpanded(stream, !stream.expanded);
@@ -76,7 +78,7 @@ function channelView(streamId, name) {
     return span;
   }));
   el(".channels", stream.el).appendChild(node);
-  channel = { el: node, data: [[], ...EMOTIONS.map(() => [])], plot: null, last: null };
+  channel = { el: node, stream, data: [[], ...EMOTIONS.map(() => [])], plot: null, last: null };
   stream.channels.set(name, channel);
   setExpanded(stream, stream.expanded);
   return channel;
@@ -107,6 +109,11 @@ function onStatus(msg) {
   error.hidden = !msg.error;
   error.textContent = msg.error || "";
   stream.el.dataset.state = msg.state;
+  const adaptation = Number(msg.adaptation) || 0;
+  if (adaptation !== stream.adaptation) {
+    stream.adaptation = adaptation;
+    for (const channel of stream.channels.values()) dirty.add(channel);
+  }
 }
 
 function onAlert(msg) {
@@ -140,6 +147,11 @@ function render() {
     el(".bar", channel.el).querySelectorAll("span").forEach((span, i) => {
       span.style.width = msg.rolling ? `${msg.rolling[EMOTIONS[i]] * 100}%` : "0";
     });
+    // Speaker adaptation still learning this voice: below half of what the model adapts at most.
+    const max = channel.stream.adaptation;
+    const adapted = typeof msg.adapted === "number" ? msg.adapted : null;
+    el(".calibrating", channel.el).hidden = !(max > 0 && adapted !== null && adapted < max / 2);
+    channel.el.dataset.adapted = adapted === null ? "" : String(adapted);
   }
   dirty = new Set();
   requestAnimationFrame(render);

@@ -6,10 +6,13 @@ Usage::
 
 Each file is decoded (any libsndfile format, rate or channel count), cut
 into sliding windows covering the whole recording, speech-gated, and every
-speech window classified. ``overall`` is the mean of the speech windows'
-probabilities; a file without speech gets ``overall: null`` and
-``top: null``. A file that cannot be analysed gets ``{"file", "error"}``;
-the others go on and the exit status is 1 at the end.
+speech window classified. The windows are standardised with the
+recording's own speech statistics blended with the training population's
+(speaker adaptation, a file is known whole; ``adapted`` is the weight of its
+own). ``overall`` is the mean of the speech windows' probabilities; a file
+without speech gets ``overall: null``, ``top: null`` and ``adapted: null``.
+A file that cannot be analysed gets ``{"file", "error"}``; the others go on
+and the exit status is 1 at the end.
 """
 
 from __future__ import annotations
@@ -40,14 +43,16 @@ def probs_dict(labels: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
 def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = None, predict=None) -> dict:
     """Analyse mono audio at the model's rate.
 
-    ``predict`` classifies feature windows (default ``model.predict``); the
-    server passes the live worker's, so uploads share its batches.
+    ``predict(frames, stats)`` classifies feature windows with the given
+    standardisation (default ``model.predict``); the server passes the live
+    worker's, so uploads share its batches.
 
     Returns
     -------
     dict
         ``duration_s``, ``overall`` (label -> probability or None), ``top``,
-        ``windows`` (``start``, ``end``, ``speech``, ``probs``).
+        ``adapted`` (the recording's own statistics' weight, 0-1; None
+        without speech), ``windows`` (``start``, ``end``, ``speech``, ``probs``).
     """
     config = model.config
     if config.sample_rate != VAD_RATE:
@@ -68,10 +73,18 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
     step = config.hop_length
     starts = [f * step for f in window_starts(frames.shape[0], n_frames, hop // step)]
     speech_starts = [s for s in starts if tracker.is_speech(s, s + length)]
+    # Speaker adaptation: the recording's whole speech is known, so every window gets its statistics.
+    stats, adapted = None, (0.0 if speech_starts else None)
+    if speech_starts and model.adaptation.max_weight > 0:
+        batches = (
+            np.stack([frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]])
+            for i in range(0, len(speech_starts), PREDICT_CHUNK)
+        )
+        stats, adapted = model.new_adapter().stats_for_whole(batches)
     probs = np.zeros((len(speech_starts), len(model.labels)), np.float32)
     for i in range(0, len(speech_starts), PREDICT_CHUNK):
         batch = [frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]]
-        probs[i : i + len(batch)] = (predict or model.predict)(np.stack(batch))
+        probs[i : i + len(batch)] = (predict or model.predict)(np.stack(batch), stats)
 
     duration = audio.size / config.sample_rate
     windows = []
@@ -92,7 +105,13 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
         mean /= mean.sum()
         overall = probs_dict(model.labels, mean)
         top = model.labels[int(mean.argmax())]
-    return {"duration_s": round(duration, 3), "overall": overall, "top": top, "windows": windows}
+    return {
+        "duration_s": round(duration, 3),
+        "overall": overall,
+        "top": top,
+        "adapted": None if adapted is None else round(float(adapted), 3),
+        "windows": windows,
+    }
 
 
 def analyze_source(

@@ -177,6 +177,14 @@ def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return (10.0 * np.log10(np.maximum(mel, 1e-10))).astype(np.float32)
 
 
+def level_normalize(windows: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Remove each window's level (or each band's mean over the window, ``"cmn"``)."""
+    x = np.asarray(windows, dtype=np.float32)
+    if config.normalization == "level":
+        return x - x.mean(axis=(-2, -1), keepdims=True)
+    return x - x.mean(axis=-2, keepdims=True)
+
+
 def normalize_windows(windows: np.ndarray, config: FeatureConfig, stats: FeatureStats) -> np.ndarray:
     """Level- (or band-) normalise then standardise windows of frames.
 
@@ -184,18 +192,20 @@ def normalize_windows(windows: np.ndarray, config: FeatureConfig, stats: Feature
     ----------
     windows : np.ndarray
         ``(window_frames, n_mels)`` or a batch ``(batch, window_frames, n_mels)``.
+    stats : FeatureStats
+        ``(n_mels,)`` mean and std for all windows, or ``(batch, n_mels)``
+        for one set per window (speaker adaptation).
 
     Returns
     -------
     np.ndarray
         float32 array of the same shape, ready for the model.
     """
-    x = np.asarray(windows, dtype=np.float32)
-    if config.normalization == "level":
-        x = x - x.mean(axis=(-2, -1), keepdims=True)
-    else:
-        x = x - x.mean(axis=-2, keepdims=True)
-    return ((x - stats.mean) / stats.std).astype(np.float32, copy=False)
+    x = level_normalize(windows, config)
+    mean, std = np.asarray(stats.mean), np.asarray(stats.std)
+    if mean.ndim == 2:
+        mean, std = mean[:, None, :], std[:, None, :]
+    return ((x - mean) / std).astype(np.float32, copy=False)
 
 
 def window_starts(n: int, window: int, hop: int) -> list[int]:

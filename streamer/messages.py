@@ -25,11 +25,13 @@ def scores_message(
     probs: np.ndarray | None,
     rolling: np.ndarray | None,
     latency_ms: float,
+    adapted: float = 0.0,
 ) -> dict:
     """One analysed window: ``speech`` is False (and ``probs`` null) for silence.
 
     ``t`` is seconds since the stream started, at the window's end, from the
-    sample counter.
+    sample counter. ``adapted`` is how much the channel's own voice
+    statistics weigh in its normalisation now (0-1; speaker adaptation).
     """
     return {
         "type": "scores",
@@ -41,11 +43,12 @@ def scores_message(
         "rolling": _probs(rolling),
         "top": None if rolling is None else EMOTIONS[int(np.argmax(rolling))],
         "latency_ms": round(latency_ms, 2),
+        "adapted": round(float(adapted), 3),
     }
 
 
 def status_message(stream: str, source: str, state: str, overruns: int, windows: int, **extra) -> dict:
-    """Health of one stream; ``extra`` carries e.g. ``error``, ``channels``, ``dropped``."""
+    """Health of one stream; ``extra`` carries e.g. ``error``, ``channels``, ``adaptation``."""
     if state not in STATES:
         raise ValueError(f"state must be one of {STATES}, got {state!r}")
     return {

@@ -1,11 +1,12 @@
 """From captured frames to scored windows: per-stream state and the model worker.
 
 ``StreamAnalyzer`` is pure bookkeeping for one stream (resampling, skipping
-lost audio, per-channel sliding windows, speech gating, rolling scores).
-``AnalysisWorker`` is a thread that drains its sources' ring buffers, runs
-VAD, features and the model batched across all its streams and channels,
-and hands finished messages to ``emit`` (which must not block). There is one
-worker per core, each with its own model; a stream stays on one worker.
+lost audio, per-channel sliding windows, speech gating, speaker adaptation
+state, rolling scores). ``AnalysisWorker`` is a thread that drains its
+sources' ring buffers, runs VAD, features, speaker adaptation and the model
+batched across all its streams and channels, and hands finished messages to
+``emit`` (which must not block). There is one worker per core, each with its
+own model; a stream stays on one worker.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import numpy as np
 import soxr
 from threadpoolctl import threadpool_limits
 
-from streamer.features import FeatureConfig, frame_features
+from streamer.adaptation import SpeakerAdapter, blend_stats, speaker_stats, window_moments
+from streamer.features import FeatureConfig, FeatureStats, frame_features
 from streamer.messages import scores_message
 from streamer.ringbuffer import AudioRing
 from streamer.scoring import RollingScores
@@ -43,6 +45,7 @@ class WindowJob:
     audio: np.ndarray
     speech: bool | None = None  # decided once the VAD has scored the window's audio
     frames: np.ndarray | None = None  # the window's features, set by the worker
+    adapted: float = 0.0  # the channel's adaptation weight once this window was seen, set by the worker
     cut_at: float = field(default_factory=time.perf_counter)
 
 
@@ -56,6 +59,10 @@ class StreamAnalyzer:
         Names of the captured channels, or ``["mono"]`` to downmix all.
     input_rate : int
         Rate of the pushed frames; resampled to the model rate here.
+    adapt_reset_s : float
+        A channel's speaker adaptation starts afresh once it has had no
+        speech window for this long (stream time): a softphone tap does not
+        know where one call ends and the next begins.
     """
 
     def __init__(
@@ -66,7 +73,10 @@ class StreamAnalyzer:
         config: FeatureConfig,
         hop_s: float = 0.5,
         horizon_s: float = 4.0,
+        adapt_reset_s: float = 30.0,
     ) -> None:
+        if not 0 < adapt_reset_s < float("inf"):
+            raise ValueError("adapt_reset_s must be positive and finite")
         self.stream_id = stream_id
         self.channel_names = channels
         self.config = config
@@ -90,6 +100,10 @@ class StreamAnalyzer:
         self.last_frames: list[np.ndarray | None] = [None] * len(channels)
         self.last_end = [-1] * len(channels)
         self.latency_ms: list[float] = []  # recent, for status
+        # Speaker adaptation, one adapter per channel; made by the worker from its model on first use.
+        self.adapters: list[SpeakerAdapter] | None = None
+        self.adapt_reset = int(round(adapt_reset_s * config.sample_rate))
+        self._last_speech_end: list[int | None] = [None] * len(channels)
 
     def push(self, start_pos: int, frames: np.ndarray) -> list[WindowJob]:
         """Frames ``(n, captured_channels)`` starting at input position ``start_pos``."""
@@ -125,6 +139,28 @@ class StreamAnalyzer:
         """Decide whether a window is speech, once the VAD has scored its chunks."""
         job.speech = self.trackers[job.channel].is_speech(job.end - self.config.window_samples, job.end)
 
+    def use_adapters(self, new_adapter: Callable[[], SpeakerAdapter]) -> None:
+        """Give every channel fresh adaptation state (``new_adapter``: the model's)."""
+        self.adapters = [new_adapter() for _ in self.channel_names]
+        self._last_speech_end = [None] * len(self.channel_names)
+
+    def adapter(self, job: WindowJob) -> SpeakerAdapter:
+        """The adapter of ``job``'s channel, reset first if the channel has been without speech too long.
+
+        Call for every window of a channel (silence too), in time order, once
+        its speech is resolved. "Too long": no speech window for
+        ``adapt_reset_s`` of stream time (window ends, from sample counts).
+        """
+        if self.adapters is None:
+            raise RuntimeError("no adapters: call use_adapters first")
+        ch = job.channel
+        last = self._last_speech_end[ch]
+        if last is not None and job.end - last >= self.adapt_reset:
+            self.adapters[ch].reset()
+            last = None
+        self._last_speech_end[ch] = job.end if job.speech else last
+        return self.adapters[ch]
+
     def flush(self) -> list[WindowJob]:
         """End of stream: cut the final partial window of each channel."""
         self.flushed = True
@@ -142,7 +178,9 @@ class StreamAnalyzer:
         latency = (time.perf_counter() - job.cut_at) * 1000.0
         self.windows_done += 1
         self.latency_ms = (self.latency_ms + [latency])[-20:]
-        return scores_message(self.stream_id, self.channel_names[job.channel], t, probs, rolling, latency)
+        return scores_message(
+            self.stream_id, self.channel_names[job.channel], t, probs, rolling, latency, adapted=job.adapted
+        )
 
 
 class Source:
@@ -163,7 +201,8 @@ class AnalysisWorker(threading.Thread):
     Parameters
     ----------
     model : EmotionModel-like
-        Has ``predict(frames)`` and ``config``.
+        Has ``predict(frames, stats=None)`` and ``config``; speaker adaptation
+        runs when it also has ``adaptation`` (max_weight > 0) and ``new_adapter()``.
     emit : callable
         Receives each message dict; must be quick and thread-safe.
     alerts : AlertEngine, optional
@@ -200,7 +239,7 @@ class AnalysisWorker(threading.Thread):
         self._stop_event = threading.Event()
         self._last_status = 0.0
         # Model work for uploaded files: served between live batches, live first.
-        self._requests: queue.Queue[tuple[np.ndarray, Future]] = queue.Queue(maxsize=64)
+        self._requests: queue.Queue[tuple[np.ndarray, FeatureStats | None, Future]] = queue.Queue(maxsize=64)
         self._wake = threading.Event()
 
     def add(self, source: Source) -> None:
@@ -220,17 +259,24 @@ class AnalysisWorker(threading.Thread):
 
     REQUEST_CHUNK = 32  # windows of an upload per worker turn, so live windows never wait long
 
-    def predict(self, frames: np.ndarray, timeout: float = 300.0) -> np.ndarray:
+    def predict(self, frames: np.ndarray, stats: FeatureStats | None = None, timeout: float = 300.0) -> np.ndarray:
         """Classify feature windows on the worker thread (blocking; call from another thread).
 
-        Large requests are split so live streams keep their latency.
+        ``stats`` as for ``EmotionModel.predict``: ``(n_mels,)`` arrays for
+        every window or one row per window. Large requests are split so live
+        streams keep their latency.
         """
         if not self.is_alive():
             raise RuntimeError("the analysis worker is not running")
         futures = []
         for i in range(0, len(frames), self.REQUEST_CHUNK):
+            part = slice(i, i + self.REQUEST_CHUNK)
+            if stats is not None and np.ndim(stats.mean) == 2:
+                part_stats = FeatureStats(stats.mean[part], stats.std[part])
+            else:
+                part_stats = stats
             future: Future = Future()
-            self._requests.put((frames[i : i + self.REQUEST_CHUNK], future), timeout=timeout)
+            self._requests.put((frames[part], part_stats, future), timeout=timeout)
             self._wake.set()
             futures.append(future)
         parts = [f.result(timeout) for f in futures]
@@ -247,13 +293,13 @@ class AnalysisWorker(threading.Thread):
             if now - self._last_status >= self.status_every_s:
                 self._last_status = now
                 for source in self.sources:
-                    self._safe_emit(source.status())
+                    self._emit_status(source)
             if stopping:
                 # Finish what was captured before the stop, then end.
                 while any(source.ring.available for source in self.sources):
                     self._process(self._collect())
                 for source in self.sources:
-                    self._safe_emit(source.status())
+                    self._emit_status(source)
                 self._cancel_requests()
                 return
             if not jobs and not served:
@@ -263,7 +309,7 @@ class AnalysisWorker(threading.Thread):
     def _cancel_requests(self) -> None:
         while True:
             try:
-                _, future = self._requests.get_nowait()
+                _, _, future = self._requests.get_nowait()
             except queue.Empty:
                 return
             if future.set_running_or_notify_cancel():
@@ -271,15 +317,34 @@ class AnalysisWorker(threading.Thread):
 
     def _serve_request(self) -> bool:
         try:
-            frames, future = self._requests.get_nowait()
+            frames, stats, future = self._requests.get_nowait()
         except queue.Empty:
             return False
         if future.set_running_or_notify_cancel():
             try:
-                future.set_result(self.model.predict(frames))
+                future.set_result(self._predict(frames, stats))
             except Exception as exc:
                 future.set_exception(exc)
         return True
+
+    def _predict(self, frames: np.ndarray, stats: FeatureStats | None) -> np.ndarray:
+        return self.model.predict(frames) if stats is None else self.model.predict(frames, stats)
+
+    @property
+    def max_adaptation(self) -> float:
+        """The model's adaptation limit (0: adaptation off)."""
+        adaptation = getattr(self.model, "adaptation", None)
+        return float(adaptation.max_weight) if adaptation is not None else 0.0
+
+    def _emit_status(self, source: Source) -> None:
+        try:
+            message = source.status()
+        except Exception:
+            log.exception("stream %s: no status", source.stream_id)
+            return
+        # What "fully adapted" is, so a dashboard can tell a channel still calibrating.
+        message.setdefault("adaptation", self.max_adaptation)
+        self._safe_emit(message)
 
     def _collect(self) -> list[WindowJob]:
         jobs: list[WindowJob] = []
@@ -376,14 +441,53 @@ class AnalysisWorker(threading.Thread):
         if group:
             self._classify_and_emit(group)
 
+    def _adapt(self, jobs: list[WindowJob], frames: np.ndarray | None) -> FeatureStats | None:
+        """Feed the speech windows to their channels' adapters; per-window stats for ``frames``.
+
+        ``frames`` are the speech windows of ``jobs``, in their order. Every
+        job (silence too) gets ``adapted``, its channel's weight once it was
+        seen. The numbers equal each channel's ``SpeakerAdapter.observe`` of
+        its speech windows in time order (a test checks), but batched: one
+        moments computation and one blend for the whole batch instead of
+        some thirty small numpy calls per channel (a batch usually holds one
+        window per channel).
+        """
+        if self.max_adaptation <= 0:
+            return None
+        n = 0 if frames is None else len(frames)
+        mean, mean_sq = window_moments(frames, self.model.config) if n else (None, None)
+        counts, weights = np.empty(n), np.empty(n)
+        totals, totals_sq = np.empty((n, self.model.config.n_mels)), np.empty((n, self.model.config.n_mels))
+        population = None
+        i = 0
+        for job in jobs:  # a channel's jobs come in time order (push and flush cut them so)
+            analyzer = job.analyzer
+            if analyzer.adapters is None:
+                analyzer.use_adapters(self.model.new_adapter)
+            adapter = analyzer.adapter(job)
+            if job.speech:
+                moments = adapter.moments
+                moments.add(mean[i], mean_sq[i])
+                counts[i], totals[i], totals_sq[i] = moments.count, moments.total, moments.total_sq
+                weights[i] = job.adapted = adapter.weight
+                population = adapter.population
+                i += 1
+            else:
+                job.adapted = adapter.weight
+        if not n:
+            return None
+        return blend_stats(population, speaker_stats(counts, totals, totals_sq), weights)
+
     def _classify_and_emit(self, jobs: list[WindowJob]) -> None:
         speech = [j for j in jobs if j.speech]
         probs: dict[int, np.ndarray] = {}
-        if speech:
-            try:
-                probs = dict(zip(map(id, speech), self.model.predict(np.stack([j.frames for j in speech]))))
-            except Exception:
-                log.exception("model failed on a batch of %d windows", len(speech))
+        try:
+            frames = np.stack([j.frames for j in speech]) if speech else None
+            stats = self._adapt(jobs, frames)
+            if speech:
+                probs = dict(zip(map(id, speech), self._predict(frames, stats)))
+        except Exception:
+            log.exception("model failed on a batch of %d windows", len(speech))
         for job in jobs:
             if job.speech and id(job) not in probs:
                 continue  # failed batch: already logged

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.adaptation import AdaptationConfig, SpeakerAdapter
+from streamer.calibration import apply_temperature
 from streamer.features import FeatureConfig, FeatureStats, frame_features, normalize_windows, use_mel_basis
 from streamer.labels import EMOTIONS
 
@@ -92,6 +94,9 @@ class EmotionModel:
         self.config = FeatureConfig.from_dict(meta["features"])
         self.stats = FeatureStats.from_dict(meta["normalization"])
         self.hop_s: float = float(meta.get("hop_s", 0.5))
+        # Models trained before speaker adaptation have neither key: no adaptation, T = 1.
+        self.adaptation = AdaptationConfig.from_dict(meta.get("adaptation"))
+        self.temperature: float = float(meta.get("temperature", 1.0))
         if (model_dir / MEL_BASIS_NAME).exists():
             use_mel_basis(self.config, np.load(model_dir / MEL_BASIS_NAME))
         self.meta = meta
@@ -117,24 +122,31 @@ class EmotionModel:
         for size in self._backend.batch_sizes:
             self.predict(np.repeat(frames[None], size, axis=0))
 
-    def predict(self, frames: np.ndarray) -> np.ndarray:
-        """Class probabilities for raw feature windows.
+    def new_adapter(self) -> SpeakerAdapter:
+        """Fresh adaptation state for one channel (one talker)."""
+        return SpeakerAdapter(self.stats, self.config, self.adaptation)
+
+    def predict(self, frames: np.ndarray, stats: FeatureStats | None = None) -> np.ndarray:
+        """Calibrated class probabilities for raw feature windows.
 
         Parameters
         ----------
         frames : np.ndarray
             ``(n, window_frames, n_mels)`` output of :func:`frame_features`
             sliced into windows (not yet normalised).
+        stats : FeatureStats, optional
+            Standardisation from a :class:`SpeakerAdapter`, ``(n_mels,)`` or
+            one row per window; default the training population's.
 
         Returns
         -------
         np.ndarray
-            ``(n, 8)`` float32 rows summing to 1.
+            ``(n, 8)`` float32 rows summing to 1, temperature-scaled.
         """
         expected = (self.config.window_frames, self.config.n_mels)
         if frames.ndim != 3 or frames.shape[1:] != expected:
             raise ValueError(f"expected windows of shape (n, {expected[0]}, {expected[1]}), got {frames.shape}")
-        x = normalize_windows(frames, self.config, self.stats)
+        x = normalize_windows(frames, self.config, self.stats if stats is None else stats)
         out = np.empty((x.shape[0], len(self.labels)), np.float32)
         sizes = self._backend.batch_sizes
         with self._lock:
@@ -151,4 +163,4 @@ class EmotionModel:
                     batch = np.concatenate([batch, np.zeros((size - take, *expected), np.float32)])
                 out[done : done + take] = self._backend(np.ascontiguousarray(batch))[:take]
                 done += take
-        return out
+        return apply_temperature(out, self.temperature)

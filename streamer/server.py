@@ -43,6 +43,10 @@ class AnalysisResult(BaseModel):
     duration_s: float
     overall: dict[str, float] | None = Field(description="mean over speech windows; null if no speech")
     top: str | None
+    adapted: float | None = Field(
+        description="weight (0-1) of the recording's own speech statistics in the normalisation "
+        "(speaker adaptation; 0 if the model does not adapt); null if no speech"
+    )
     windows: list[Window]
 
 

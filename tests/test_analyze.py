@@ -78,7 +78,8 @@ def test_cli_jsonl_contract_and_bad_input(files):
 
     for good in ("speech", "call", "short"):
         r = results[good]
-        assert set(r) == {"file", "duration_s", "overall", "top", "windows"}
+        assert set(r) == {"file", "duration_s", "overall", "top", "adapted", "windows"}
+        assert 0.0 <= r["adapted"] <= 1.0
         assert_distribution(r["overall"])
         assert r["top"] == max(r["overall"], key=r["overall"].get)
         for w in r["windows"]:
@@ -90,7 +91,7 @@ def test_cli_jsonl_contract_and_bad_input(files):
 
     for quiet in ("silence", "hiss"):
         r = results[quiet]
-        assert r["overall"] is None and r["top"] is None
+        assert r["overall"] is None and r["top"] is None and r["adapted"] is None
         assert r["windows"] and not any(w["speech"] for w in r["windows"])
 
 
@@ -135,3 +136,55 @@ def test_analyzer_feeds_the_model_what_the_feature_function_gives(model, speech_
         np.testing.assert_allclose(list(w["probs"].values()), direct, atol=2e-3)
         checked += 1
     assert checked >= 2
+
+
+def speech_windows(result: dict, audio: np.ndarray, config) -> np.ndarray:
+    """The raw feature windows of a result's speech windows, from frame_features of their audio."""
+    starts = [int(round(w["start"] * config.sample_rate)) for w in result["windows"] if w["speech"]]
+    return np.stack([frame_features(audio[s : s + config.window_samples], config) for s in starts])
+
+
+def result_probs(result: dict) -> np.ndarray:
+    return np.array([list(w["probs"].values()) for w in result["windows"] if w["speech"]])
+
+
+def test_file_is_scored_with_its_own_speech_statistics(model, speech_audio, monkeypatch):
+    """With adaptation on, every window uses stats_for_whole of all the file's speech windows."""
+    from streamer.adaptation import AdaptationConfig
+
+    monkeypatch.setattr(model, "adaptation", AdaptationConfig(max_weight=0.5))
+    result = analyze_audio(speech_audio, model)
+    windows = speech_windows(result, speech_audio, model.config)
+    stats, weight = model.new_adapter().stats_for_whole(windows)
+    assert len(windows) >= 2 and 0 < weight < 0.5
+    assert result["adapted"] == round(weight, 3)
+    expected = model.predict(windows, stats)
+    np.testing.assert_allclose(result_probs(result), expected, atol=2e-3)
+    assert not np.allclose(expected, model.predict(windows), atol=1e-3)  # adaptation changed the scores
+    # Uploads give the live worker the stats with their windows: the same result.
+    from streamer.pipeline import AnalysisWorker
+
+    worker = AnalysisWorker(model, lambda m: None)
+    worker.start()
+    try:
+        assert analyze_audio(speech_audio, model, predict=worker.predict) == result
+    finally:
+        worker.stop()
+
+
+def test_without_adaptation_files_use_the_population_statistics(model, speech_audio, monkeypatch):
+    from streamer.adaptation import AdaptationConfig
+
+    monkeypatch.setattr(model, "adaptation", AdaptationConfig(max_weight=0.0))
+    seen = []
+
+    def predict(frames, stats):
+        seen.append(stats)
+        return model.predict(frames, stats)
+
+    result = analyze_audio(speech_audio, model, predict=predict)
+    assert result["adapted"] == 0.0 and seen and all(s is None for s in seen)
+    windows = speech_windows(result, speech_audio, model.config)
+    np.testing.assert_allclose(result_probs(result), model.predict(windows), atol=2e-3)
+    quiet = analyze_audio(np.zeros(48000, np.float32), model)
+    assert quiet["adapted"] is None and quiet["overall"] is None

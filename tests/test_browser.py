@@ -54,6 +54,7 @@ def test_upload_renders_the_numbers_the_api_returned(start_analyzer, page, speec
     analyzer = start_analyzer(["--serve"])
     with speech_file.open("rb") as f:
         api = httpx.post(analyzer.url + "/api/analyze", files={"file": (speech_file.name, f)}, timeout=60).json()
+    assert 0.0 <= api["adapted"] <= 1.0  # the API returns what the file analyzer gives, adaptation included
     page.goto(analyzer.url + "/#analyze")
     page.set_input_files("#file-input", str(speech_file))
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
@@ -130,4 +131,45 @@ def test_live_view_updates_both_streams(start_analyzer, page, speech_audio, tmp_
     page.click("#nav-live")
     page.wait_for_selector("#streams", state="visible", timeout=5_000)
     assert page.is_hidden("#analyze-view")
+    assert page.console_errors == []
+
+
+def test_channel_is_marked_calibrating_until_adapted(start_analyzer, page):
+    """The dashboard marks a channel "calibrating" while `adapted` is below half the stream's `adaptation`."""
+    analyzer = start_analyzer(["--serve"])
+    sockets = []
+    page.route_web_socket("**/ws", lambda ws: sockets.append(ws))  # no server behind it: the test sends
+    page.goto(analyzer.url + "/")
+    page.wait_for_function("() => document.querySelector('#connection').textContent === 'live'", timeout=10_000)
+
+    def send(*messages):
+        sockets[-1].send(json.dumps(list(messages)))
+
+    def status(stream, adaptation):
+        return {"type": "status", "stream": stream, "source": "mock", "state": "running", "overruns": 0,
+                "windows": 1, "channels": ["agent", "caller"], "adaptation": adaptation, "error": None}  # fmt: skip
+
+    def scores(stream, channel, adapted, t=2.0):
+        probs = dict.fromkeys(EMOTIONS, 0.125)
+        return {"type": "scores", "stream": stream, "channel": channel, "t": t, "speech": True, "probs": probs,
+                "rolling": probs, "top": "neutral", "latency_ms": 1.0, "adapted": adapted}  # fmt: skip
+
+    def badge(stream, channel):
+        return f'.channel[data-stream="{stream}"][data-channel="{channel}"] .calibrating'
+
+    send(status("desk-7", 0.5), scores("desk-7", "agent", 0.1), scores("desk-7", "caller", 0.3))
+    page.wait_for_selector(badge("desk-7", "agent"), state="visible", timeout=5_000)
+    assert page.is_hidden(badge("desk-7", "caller"))  # 0.3 is past half of 0.5
+    assert page.inner_text(badge("desk-7", "agent")) == "calibrating"
+    send(scores("desk-7", "agent", 0.3, t=2.5))
+    page.wait_for_selector(badge("desk-7", "agent"), state="hidden", timeout=5_000)
+
+    # A model without adaptation (0, or a status without the field): never calibrating.
+    send(status("desk-8", 0.0), scores("desk-8", "agent", 0.0), scores("desk-9", "agent", 0.0))
+    page.wait_for_selector('.channel[data-stream="desk-9"][data-channel="agent"]', timeout=5_000)
+    page.wait_for_function("() => document.querySelector('.channel[data-stream=\"desk-9\"]').dataset.adapted === '0'")
+    assert page.is_hidden(badge("desk-8", "agent")) and page.is_hidden(badge("desk-9", "agent"))
+    # The limit may arrive after the scores (history order): the badge follows it.
+    send(status("desk-9", 0.5))
+    page.wait_for_selector(badge("desk-9", "agent"), state="visible", timeout=5_000)
     assert page.console_errors == []

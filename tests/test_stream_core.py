@@ -5,7 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from streamer.features import FeatureConfig
+from streamer.adaptation import AdaptationConfig, SpeakerAdapter
+from streamer.features import FeatureConfig, FeatureStats
 from streamer.labels import EMOTIONS
 from streamer.messages import scores_message, status_message
 from streamer.pipeline import AnalysisWorker, StreamAnalyzer
@@ -111,9 +112,11 @@ def test_message_formats():
         "rolling": {e: (1.0 if e == "happy" else 0.0) for e in EMOTIONS},
         "top": "happy",
         "latency_ms": 3.21,
+        "adapted": 0.0,
     }
-    silent = scores_message("s", "mono", 1.0, None, None, 0.5)
+    silent = scores_message("s", "mono", 1.0, None, None, 0.5, adapted=np.float64(0.123456))
     assert (silent["speech"], silent["probs"], silent["rolling"], silent["top"]) == (False, None, None, None)
+    assert silent["adapted"] == 0.123 and type(silent["adapted"]) is float
     s = status_message("s", "pulse", "running", 2, 10, lost_s=0.5)
     assert s["type"] == "status" and s["overruns"] == 2 and s["lost_s"] == 0.5
     with pytest.raises(ValueError):
@@ -172,9 +175,11 @@ class FakeModel:
 
     def __init__(self):
         self.batches = []
+        self.stats = []  # the stats argument of each call
 
-    def predict(self, frames):
+    def predict(self, frames, stats=None):
         self.batches.append(len(frames))
+        self.stats.append(stats)
         return np.tile(np.eye(8, dtype=np.float32)[4], (len(frames), 1))
 
 
@@ -209,6 +214,10 @@ def test_worker_batches_across_streams_and_skips_silence():
     assert all(not m["speech"] and m["probs"] is None for m in scores if m["stream"] == "quiet")
     assert all(m["latency_ms"] >= 0 for m in scores)
     assert {m["stream"] for m in out if m["type"] == "status"} == {"a", "b", "quiet"}
+    # A model without adaptation: population statistics (no stats argument), nothing adapted.
+    assert model.stats == [None, None, None]
+    assert all(m["adapted"] == 0.0 for m in scores)
+    assert all(m["adaptation"] == 0.0 for m in out if m["type"] == "status")
 
 
 def test_flush_scores_the_unscored_tail():
@@ -232,9 +241,9 @@ def test_worker_features_equal_the_feature_function(speech_audio):
     from streamer.features import frame_features
 
     class Recording(FakeModel):
-        def predict(self, frames):
+        def predict(self, frames, stats=None):
             self.seen = getattr(self, "seen", []) + list(frames)
-            return super().predict(frames)
+            return super().predict(frames, stats)
 
     model = Recording()
     worker = AnalysisWorker(model, lambda m: None, vad=FunctionVAD(lambda c: 1.0))
@@ -254,3 +263,182 @@ def test_worker_features_equal_the_feature_function(speech_audio):
     for job in jobs:
         expected = frame_features(audio[job.end - CONFIG.window_samples : job.end], CONFIG)
         np.testing.assert_allclose(job.frames, expected, atol=2e-3)
+
+
+# Speaker adaptation in the live path.
+
+POPULATION = FeatureStats(np.zeros(CONFIG.n_mels, np.float32), np.ones(CONFIG.n_mels, np.float32))
+
+
+class AdaptingModel(FakeModel):
+    """FakeModel with speaker adaptation on, as a model trained for it has."""
+
+    def __init__(self, max_weight=0.5, prior_windows=4.0):
+        super().__init__()
+        self.adaptation = AdaptationConfig(prior_windows=prior_windows, max_weight=max_weight)
+
+    def new_adapter(self):
+        return SpeakerAdapter(POPULATION, CONFIG, self.adaptation)
+
+    def weights(self, speech_seen):
+        return [round(self.adaptation.weight(k), 3) for k in speech_seen]
+
+
+def tone(seconds, amplitude=0.3, freq=300.0):
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def silence(seconds):
+    return np.zeros(int(seconds * 16000), np.float32)
+
+
+def drive(worker, analyzer, audio, block=8000, vad=LOUD):
+    """Push ``audio`` (samples[, channels]) through the analyzer and the worker's batch path, turn by turn."""
+    audio = audio.reshape(len(audio), -1)
+    jobs = []
+    for start in range(0, len(audio), block):
+        batch = analyzer.push(start, audio[start : start + block])
+        vad.score(analyzer.trackers)
+        for job in batch:
+            analyzer.resolve_speech(job)
+        worker._process(batch)
+        jobs += batch
+    return jobs
+
+
+def scores_of(messages, channel=None):
+    return [m for m in messages if m["type"] == "scores" and channel in (None, m["channel"])]
+
+
+def test_channel_adaptation_grows_with_speech_and_messages_carry_it():
+    model = AdaptingModel()
+    out = []
+    worker = AnalysisWorker(model, out.append, vad=LOUD)
+    analyzer = StreamAnalyzer("s", ["mono"], 16000, CONFIG)
+    drive(worker, analyzer, np.concatenate([silence(2.5), tone(6.0), silence(3.0), tone(2.0)]))
+    scores = scores_of(out)
+    seen = np.cumsum([m["speech"] for m in scores])
+    assert seen[-1] >= 10 and not all(m["speech"] for m in scores)
+    # Each message: the weight after the channel's speech windows so far; silence windows change nothing.
+    assert [m["adapted"] for m in scores] == model.weights(seen)
+    assert scores[0]["adapted"] == 0.0 and scores[-1]["adapted"] > 0.35
+    assert analyzer.adapters[0].moments.count == seen[-1]
+    # One model call per batch, with one stats row per speech window.
+    assert [len(s.mean) for s in model.stats] == model.batches == [1] * seen[-1]
+
+
+def test_channels_adapt_independently_with_the_numbers_of_observe():
+    model = AdaptingModel()
+    out = []
+    worker = AnalysisWorker(model, out.append, vad=LOUD)
+    analyzer = StreamAnalyzer("s", ["agent", "caller"], 16000, CONFIG)
+    agent = tone(8.0, freq=220.0)
+    caller = np.concatenate([silence(4.0), tone(4.0, amplitude=0.1, freq=700.0)])
+    jobs = drive(worker, analyzer, np.stack([agent, caller], axis=1))
+    for name in ("agent", "caller"):
+        mine = scores_of(out, name)
+        assert [m["adapted"] for m in mine] == model.weights(np.cumsum([m["speech"] for m in mine]))
+    assert scores_of(out, "agent")[0]["adapted"] > 0 and scores_of(out, "caller")[0]["adapted"] == 0.0
+    assert scores_of(out, "agent")[-1]["adapted"] > scores_of(out, "caller")[-1]["adapted"] > 0
+
+    # The rows that reached the model are each channel's own SpeakerAdapter.observe, window by window.
+    speech = [j for j in jobs if j.speech]
+    mean = np.concatenate([s.mean for s in model.stats])
+    std = np.concatenate([s.std for s in model.stats])
+    assert len(mean) == len(speech)
+    for ch in (0, 1):
+        rows = [i for i, j in enumerate(speech) if j.channel == ch]
+        expected = SpeakerAdapter(POPULATION, CONFIG, model.adaptation).observe(
+            np.stack([speech[i].frames for i in rows])
+        )
+        np.testing.assert_allclose(mean[rows], expected.mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(std[rows], expected.std, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(analyzer.adapters[0].moments.total, analyzer.adapters[1].moments.total)
+
+
+def test_adaptation_restarts_after_a_long_stretch_without_speech():
+    model = AdaptingModel()
+    call = np.concatenate([tone(5.0), silence(7.0), tone(3.0)])
+    out, out_default = [], []
+    drive(
+        AnalysisWorker(model, out.append, vad=LOUD), StreamAnalyzer("s", ["mono"], 16000, CONFIG, adapt_reset_s=3), call
+    )
+    drive(AnalysisWorker(model, out_default.append, vad=LOUD), StreamAnalyzer("s", ["mono"], 16000, CONFIG), call)
+    scores = scores_of(out)
+    last_speech, peak = max((m["t"], m["adapted"]) for m in scores if m["speech"] and m["t"] < 10.0)
+    assert peak > 0.3
+    gap = [m for m in scores if last_speech < m["t"] and not m["speech"]]
+    # Silence within 3 s of stream time keeps what was learnt; then the channel starts afresh.
+    assert all(m["adapted"] == peak for m in gap if m["t"] - last_speech < 3.0)
+    assert all(m["adapted"] == 0.0 for m in gap if m["t"] - last_speech >= 3.0)
+    assert any(m["t"] - last_speech >= 3.0 for m in gap)
+    after = [m for m in scores if m["t"] > last_speech and m["speech"]]
+    assert [m["adapted"] for m in after] == model.weights(range(1, len(after) + 1))
+    # With the default (30 s) the same call keeps adapting across the pause.
+    default_after = [m for m in scores_of(out_default) if m["t"] > last_speech and m["speech"]]
+    assert default_after[0]["adapted"] > peak
+    with pytest.raises(ValueError):
+        StreamAnalyzer("s", ["mono"], 16000, CONFIG, adapt_reset_s=0)
+
+
+def test_a_new_stream_starts_unadapted_and_status_gives_the_limit():
+    model = AdaptingModel(max_weight=0.4)
+    out = []
+    worker = AnalysisWorker(model, out.append, vad=LOUD)
+    first = StreamAnalyzer("a", ["mono"], 16000, CONFIG)
+    drive(worker, first, tone(6.0))
+    before = len(out)
+    second = StreamAnalyzer("a", ["mono"], 16000, CONFIG)  # the stream started again
+    drive(worker, second, tone(3.0))
+    assert out[before - 1]["adapted"] > out[before]["adapted"] == round(model.adaptation.weight(1), 3)
+    assert second.adapters[0] is not first.adapters[0]
+    worker._emit_status(FakeSource("a", silence(0.1)))
+    assert out[-1]["type"] == "status" and out[-1]["adaptation"] == 0.4
+
+
+def test_upload_requests_carry_their_stats_in_chunks():
+    model = AdaptingModel()
+    worker = AnalysisWorker(model, lambda m: None, vad=LOUD)
+    frames = np.zeros((70, CONFIG.window_frames, CONFIG.n_mels), np.float32)
+    rows = FeatureStats(np.arange(70 * CONFIG.n_mels, dtype=np.float32).reshape(70, -1), np.ones((70, CONFIG.n_mels)))
+    whole = FeatureStats(np.full(CONFIG.n_mels, 2.0, np.float32), np.ones(CONFIG.n_mels, np.float32))
+    worker.start()
+    try:
+        assert worker.predict(frames, rows).shape == (70, 8)
+        worker.predict(frames[:5], whole)
+        worker.predict(frames[:3])
+    finally:
+        worker.stop()
+    assert model.batches == [32, 32, 6, 5, 3]
+    np.testing.assert_array_equal(np.concatenate([s.mean for s in model.stats[:3]]), rows.mean)
+    np.testing.assert_array_equal(np.concatenate([s.std for s in model.stats[:3]]), rows.std)
+    assert model.stats[3] is whole and model.stats[4] is None
+
+
+def test_live_windows_get_adapted_stats_with_the_shipped_model(model, speech_audio, monkeypatch):
+    """Through the real EmotionModel: each speech window is scored with its channel's observe() stats."""
+    monkeypatch.setattr(model, "adaptation", AdaptationConfig(max_weight=0.5))
+    out = []
+    always = FunctionVAD(lambda c: 1.0)
+    worker = AnalysisWorker(model, out.append, vad=always)
+    analyzer = StreamAnalyzer("s", ["mono"], 16000, model.config)
+    jobs = drive(worker, analyzer, np.concatenate([speech_audio, speech_audio]), block=2400, vad=always)
+    frames = np.stack([j.frames for j in jobs if j.speech])
+    stats = model.new_adapter().observe(frames)
+    expected = model.predict(frames, stats)
+    scores = [m for m in scores_of(out) if m["speech"]]
+    assert len(scores) == len(frames) >= 10
+    np.testing.assert_allclose([list(m["probs"].values()) for m in scores], expected, atol=2e-4)
+    assert scores[-1]["adapted"] == round(model.adaptation.weight(len(frames)), 3) > 0
+    assert not np.allclose(expected, model.predict(frames), atol=1e-3)  # adaptation changed the scores
+
+
+def test_adapt_reset_option_is_validated():
+    import run_stream
+
+    assert run_stream.parse_args([]).adapt_reset_s == 30.0
+    assert run_stream.parse_args(["--adapt-reset-s", "12.5"]).adapt_reset_s == 12.5
+    for bad in ("0", "-1", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            run_stream.parse_args(["--adapt-reset-s", bad])

@@ -25,7 +25,7 @@ import numpy as np
 from streamer.audio import AudioError, clean_clip, load_audio
 from streamer.features import FeatureConfig, frame_features
 from streamer.training.augment import random_augment, telephone_channel
-from streamer.training.corpora import Clip, find_clips
+from streamer.training.corpora import CORPORA, Clip, find_clips
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 3  # bump when cleaning or augmentation changes
@@ -97,21 +97,46 @@ def cache_key(config: FeatureConfig, clips: list[Clip]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def build_cache(data_dir: Path, config: FeatureConfig, workers: int | None = None) -> FeatureCache:
-    """Load the cache for this data folder and feature config, building it if missing."""
-    inventory = find_clips(data_dir)
-    clips = inventory.clips
-    path = default_cache_dir() / f"features-{cache_key(config, clips)}.npz"
+def build_cache(
+    data_dir: Path, config: FeatureConfig, workers: int | None = None, corpora: tuple[str, ...] = CORPORA
+) -> FeatureCache:
+    """Load the cache for this data folder and feature config, building what is missing.
+
+    One file per corpus, so adding a corpus does not recompute the others.
+    """
+    inventory = find_clips(data_dir, corpora)
+    babble = [str(c.path) for c in inventory.clips if c.corpus == "tess"][:: max(1, 2800 // BABBLE_CLIPS)]
+    parts = []
+    for corpus in corpora:
+        clips = [c for c in inventory.clips if c.corpus == corpus]
+        if clips:
+            parts.append(_corpus_cache(clips, config, babble, workers))
+    skipped = [(str(p), why) for p, why in inventory.skipped]
+    if not parts:
+        return FeatureCache(
+            [], np.zeros((0, config.n_mels), np.float16), np.zeros((0, N_VARIANTS + 1), np.int64), skipped
+        )
+    shift = np.cumsum([0] + [p.frames.shape[0] for p in parts[:-1]])
+    return FeatureCache(
+        [c for p in parts for c in p.clips],
+        np.concatenate([p.frames for p in parts]),
+        np.concatenate([p.offsets + s for p, s in zip(parts, shift)]),
+        skipped + [s for p in parts for s in p.skipped],
+    )
+
+
+def _corpus_cache(clips: list[Clip], config: FeatureConfig, babble: list[str], workers: int | None) -> FeatureCache:
+    path = default_cache_dir() / f"features-{clips[0].corpus}-{cache_key(config, clips)}.npz"
     if path.exists():
         data = np.load(path, allow_pickle=False)
-        keep = [c for c in clips if str(c.path) in set(data["paths"].tolist())]
+        kept_paths = set(data["paths"].tolist())
+        keep = [c for c in clips if str(c.path) in kept_paths]
         skipped = [tuple(s.split("\t", 1)) for s in data["skipped"].tolist()]
         return FeatureCache(keep, data["frames"], data["offsets"], skipped)  # type: ignore[arg-type]
 
-    babble = [str(c.path) for c in clips if c.corpus == "tess"][:: max(1, 2800 // BABBLE_CLIPS)]
     jobs = [(i, str(c.path), config) for i, c in enumerate(clips)]
     results: dict[int, list[np.ndarray]] = {}
-    skipped = [(str(p), why) for p, why in inventory.skipped]
+    skipped: list[tuple[str, str]] = []
     started = time.monotonic()
     with mp.get_context("fork").Pool(workers or os.cpu_count(), _init_worker, (babble, config)) as pool:
         for done, (index, out) in enumerate(pool.imap_unordered(_clip_variants, jobs, chunksize=8), 1):
@@ -122,7 +147,9 @@ def build_cache(data_dir: Path, config: FeatureConfig, workers: int | None = Non
                 results[index] = out
             if done % 250 == 0 or done == len(jobs):
                 rate = done / (time.monotonic() - started)
-                print(f"features: {done}/{len(jobs)} clips ({rate:.1f}/s)", file=sys.stderr, flush=True)
+                print(
+                    f"features {clips[0].corpus}: {done}/{len(jobs)} clips ({rate:.1f}/s)", file=sys.stderr, flush=True
+                )
 
     kept = sorted(results)
     lengths = np.array([[v.shape[0] for v in results[i]] for i in kept], dtype=np.int64)

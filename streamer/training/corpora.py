@@ -1,4 +1,4 @@
-"""Finding and labelling the RAVDESS and TESS clips in a data folder.
+"""Finding and labelling the RAVDESS, TESS and nEMO clips in a data folder.
 
 The folder layout is described in the data folder's README.md. Files whose
 names do not follow the corpus convention are skipped with a warning and
@@ -7,6 +7,8 @@ counted, never a crash.
 
 from __future__ import annotations
 
+import csv
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -28,7 +30,16 @@ TESS_EMOTIONS = {
     "ps": "surprised",
     "sad": "sad",
 }
-AUDIO_SUFFIXES = {".flac", ".wav"}
+NEMO_EMOTIONS = {
+    "anger": "angry",
+    "fear": "fearful",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprised": "surprised",
+}
+AUDIO_SUFFIXES = {".flac", ".wav", ".opus", ".ogg"}
+CORPORA = ("ravdess", "tess", "nemo")
 
 
 @dataclass(frozen=True)
@@ -36,8 +47,8 @@ class Clip:
     """One labelled recording."""
 
     path: Path
-    corpus: str  # "ravdess" | "tess"
-    speaker: str  # "ravdess-01" ... "ravdess-24", "tess-OAF", "tess-YAF"
+    corpus: str  # "ravdess" | "tess" | "nemo"
+    speaker: str  # "ravdess-01" ... "ravdess-24", "tess-OAF", "tess-YAF", "nemo-EB0" ...
     emotion: str
 
     @property
@@ -62,8 +73,8 @@ def resolve_data_dir(arg: str | None) -> Path:
     if not value:
         raise SystemExit(f"error: give the data folder with --data or set {DATA_ENV}")
     path = Path(value).expanduser().resolve()
-    if not (path / "ravdess").is_dir() and not (path / "tess").is_dir():
-        raise SystemExit(f"error: {path} holds neither ravdess/ nor tess/")
+    if not any((path / corpus).is_dir() for corpus in CORPORA):
+        raise SystemExit(f"error: {path} holds none of {', '.join(c + '/' for c in CORPORA)}")
     return path
 
 
@@ -92,22 +103,53 @@ def parse_tess_path(path: Path) -> Clip | None:
     return Clip(path, "tess", f"tess-{speaker}", TESS_EMOTIONS[emotion])
 
 
-def find_clips(data_dir: Path) -> Inventory:
-    """All labelled clips of both corpora under ``data_dir``, sorted by path."""
+def read_nemo_labels(tsv: Path) -> dict[str, tuple[str, str]]:
+    """``file_id -> (speaker, emotion)`` from nEMO's ``data.tsv``; rows it cannot map are left out."""
+    labels: dict[str, tuple[str, str]] = {}
+    with tsv.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            emotion = NEMO_EMOTIONS.get((row.get("emotion") or "").strip())
+            speaker = (row.get("speaker_id") or "").strip()
+            if emotion and speaker and row.get("file_id"):
+                labels[row["file_id"].strip()] = (speaker, emotion)
+    return labels
+
+
+def parse_nemo_path(path: Path, labels: dict[str, tuple[str, str]]) -> Clip | None:
+    """nEMO: ``data.tsv`` decides speaker and emotion (not the file name)."""
+    entry = labels.get(path.name)
+    if entry is None:
+        return None
+    speaker, emotion = entry
+    return Clip(path, "nemo", f"nemo-{speaker}", emotion)
+
+
+def find_clips(data_dir: Path, corpora: tuple[str, ...] = CORPORA) -> Inventory:
+    """All labelled clips of ``corpora`` under ``data_dir``, sorted by corpus, then path."""
     clips: list[Clip] = []
     skipped: list[tuple[Path, str]] = []
-    for corpus, parse in (("ravdess", parse_ravdess_name), ("tess", parse_tess_path)):
+    for corpus in corpora:
         root = data_dir / corpus
         if not root.is_dir():
             log.warning("no %s folder under %s", corpus, data_dir)
             continue
+        if corpus == "nemo":
+            tsv = root / "data.tsv"
+            if not tsv.is_file():
+                log.warning("skipping nemo: no data.tsv in %s", root)
+                continue
+            parse = functools.partial(parse_nemo_path, labels=read_nemo_labels(tsv))
+            reason = "not listed in data.tsv"
+        else:
+            parse = parse_ravdess_name if corpus == "ravdess" else parse_tess_path
+            reason = "name does not follow the corpus convention"
         for path in sorted(root.rglob("*")):
             if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
                 continue
             clip = parse(path)
             if clip is None:
-                skipped.append((path, "name does not follow the corpus convention"))
-                log.warning("skipping %s: name does not follow the corpus convention", path)
+                skipped.append((path, reason))
+                log.warning("skipping %s: %s", path, reason)
             else:
                 clips.append(clip)
     return Inventory(clips, skipped)

@@ -4,21 +4,34 @@ Usage: ``python -m streamer.training.evaluate --data ../shared/data``
 (or ``make evaluate``). Every protocol trains fresh models with the shipped
 recipe; nothing is tuned on a test fold (fixed epochs, no early stopping).
 
+Two ways of scoring a test clip, both as the product scores audio:
+
+cold
+    each clip alone, as ``python -m streamer.analyze`` scores a short file
+    (adapted to its own few seconds of speech, so barely at all);
+adapted
+    all of one test speaker's clips streamed, in a random order, as one
+    session through a live channel's speaker adaptation; each clip scored by
+    its windows. ``single_emotion`` does the same with one session per
+    speaker and emotion: a talker who is one emotion all along.
+
 Protocols
 ---------
+leave_one_corpus_out
+    For each of RAVDESS, TESS and nEMO: train on the other two, test on it
+    over the classes it shares with them (calm counts as neutral).
 ravdess_cv
     Speaker-independent 6-fold CV on RAVDESS: fold k tests actors
-    4k-3 .. 4k and trains on the other 20 actors plus all of TESS.
-ravdess_cv_telephone
-    The same models, test audio through the telephone channel.
+    4k-3 .. 4k and trains on the other 20 actors plus TESS and nEMO.
+    ``ravdess_cv_telephone``: the same models, test audio through the
+    telephone channel. ``calibration``: the temperature and the ECE before
+    and after it, from these folds (see :func:`calibrate`).
 tess_holdout
     Stratified 25 % of TESS; only two speakers, both also in training, so
     it does not measure generalisation to new speakers.
 random_split
     The earlier project's protocol (random 25 % of pooled clips, speakers
     shared between train and test), to show how much it overstates.
-cross_corpus
-    Train on RAVDESS only, test on all of TESS (7 shared emotions).
 """
 
 from __future__ import annotations
@@ -28,20 +41,38 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
+from streamer.adaptation import AdaptationConfig
+from streamer.calibration import expected_calibration_error, fit_temperature
 from streamer.features import FeatureConfig
+from streamer.labels import EMOTION_INDEX, EMOTIONS
+from streamer.training.baseline import (
+    fit_softmax_regression,
+    normalize_per_speaker,
+    pooled_features,
+    predict_softmax_regression,
+)
 from streamer.training.cache import CLEAN, TELEPHONE, FeatureCache, build_cache
-from streamer.training.corpora import resolve_data_dir
+from streamer.training.corpora import CORPORA, resolve_data_dir
 from streamer.training.metrics import mean_over_folds, summarize
 from streamer.training.model_card import write_model_card
-from streamer.training.train import MODELS_DIR
-from streamer.training.trainer import TrainSettings, predict_clips, train_model
+from streamer.training.train import ADAPTATION, MODELS_DIR
+from streamer.training.trainer import (
+    ClipMoments,
+    TrainSettings,
+    clip_moments,
+    predict_clips,
+    sampling_weights,
+    train_model,
+)
 
-PROTOCOLS = ("ravdess_cv", "tess_holdout", "random_split", "cross_corpus")
+PROTOCOLS = ("leave_one_corpus_out", "ravdess_cv", "tess_holdout", "random_split")
+CALM, NEUTRAL = EMOTION_INDEX["calm"], EMOTION_INDEX["neutral"]
+SWEEP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -54,65 +85,271 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     return mask
 
 
-def _score(model, stats, cache, test, variant, config) -> dict:
-    probs = predict_clips(model, cache, test, variant, config, stats)
-    truth = np.array([cache.clips[i].label for i in test])
-    return summarize(truth, probs.argmax(axis=1))
+def restricted_predictions(probs: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Argmax over ``classes`` only, calm's probability added to neutral's."""
+    p = probs.copy()
+    p[:, NEUTRAL] += p[:, CALM]
+    return np.asarray(classes)[p[:, classes].argmax(axis=1)]
 
 
-def run_protocols(
-    cache: FeatureCache, config: FeatureConfig, settings: TrainSettings, protocols: tuple[str, ...], out: Path
-) -> dict:
-    metrics_path = out / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    corpus = np.array([c.corpus for c in cache.clips])
-    actor = np.array([c.actor or 0 for c in cache.clips])
-    labels = np.array([c.label for c in cache.clips])
-    everything = np.arange(len(cache.clips))
+def max_class_share(predicted: np.ndarray) -> float:
+    """The share of the most frequent predicted class: the collapse measure."""
+    return float(np.bincount(predicted).max() / predicted.size)
 
-    def save() -> None:
-        metrics["feature_config"] = config.to_dict()
-        metrics["train_settings"] = asdict(settings)
-        metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
 
+class Evaluation:
+    """The cache, its speaker statistics and the metrics file being filled."""
+
+    def __init__(
+        self,
+        cache: FeatureCache,
+        config: FeatureConfig,
+        settings: TrainSettings,
+        out: Path,
+        experiment: str | None = None,
+    ) -> None:
+        self.cache, self.config, self.settings = cache, config, settings
+        self.path = out / "metrics.json"
+        self.experiment = experiment  # results go to metrics["experiments"][experiment], the shipped ones untouched
+        self.metrics: dict = {}
+        if experiment is None and self.path.exists():
+            self.metrics = json.loads(self.path.read_text())
+        self.corpus = np.array([c.corpus for c in cache.clips])
+        self.actor = np.array([c.actor or 0 for c in cache.clips])
+        self.labels = np.array([c.label for c in cache.clips])
+        self.speaker = np.array([c.speaker for c in cache.clips])
+        self.everything = np.arange(len(cache.clips))
+        self.moments: ClipMoments | None = clip_moments(cache, config) if settings.adapt else None
+        self.pooled: np.ndarray | None = None  # clip-pooled features for the linear baseline
+
+    def save(self) -> None:
+        self.metrics["feature_config"] = self.config.to_dict()
+        self.metrics["train_settings"] = asdict(self.settings)
+        self.metrics["adaptation"] = ADAPTATION.to_dict()
+        everything = self.metrics
+        if self.experiment is not None:  # re-read: the shipped evaluation may have written meanwhile
+            everything = json.loads(self.path.read_text()) if self.path.exists() else {}
+            everything.setdefault("experiments", {})[self.experiment] = self.metrics
+        elif self.path.exists():  # keep the experiments recorded so far
+            previous = json.loads(self.path.read_text()).get("experiments")
+            if previous:
+                everything["experiments"] = {**previous, **everything.get("experiments", {})}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(everything, indent=1) + "\n")
+        tmp.replace(self.path)
+
+    def train(self, train: np.ndarray, label: str):
+        return train_model(self.cache, train, self.config, self.settings, label=label, moments=self.moments)
+
+    def predict(self, model, stats, test, variant: int, sessions=None, adaptation: AdaptationConfig | None = None):
+        if adaptation is None:
+            adaptation = ADAPTATION if self.settings.adapt else AdaptationConfig(max_weight=0.0)
+        return predict_clips(model, self.cache, test, variant, self.config, stats, adaptation, sessions)
+
+    def session_ids(self, test: np.ndarray, by_emotion: bool = False) -> np.ndarray:
+        speakers = self.speaker[test]
+        return np.char.add(speakers, self.labels[test].astype(str)) if by_emotion else speakers
+
+
+def evaluate_clips(ev: Evaluation, model, stats, test: np.ndarray, variant: int = CLEAN, classes=None) -> dict:
+    """Cold, adapted and single-emotion-session scores of ``test`` clips."""
+    truth = ev.labels[test].copy()
+    if classes is not None:
+        truth[truth == CALM] = NEUTRAL
+    out = {}
+    for mode, sessions in (
+        ("cold", None),
+        ("adapted", ev.session_ids(test)),
+        ("single_emotion", ev.session_ids(test, by_emotion=True)),
+    ):
+        windows = ev.predict(model, stats, test, variant, sessions)
+        probs = windows.clip_probs()
+        predicted = probs.argmax(axis=1) if classes is None else restricted_predictions(probs, classes)
+        out[mode] = {
+            **summarize(truth, predicted),
+            "max_class_share": max_class_share(predicted),
+            "mean_adapted": float(windows.weights.mean()),
+            "_windows": windows,
+        }
+    return out
+
+
+def _public(block: dict) -> dict:
+    return {k: v for k, v in block.items() if not k.startswith("_")}
+
+
+def leave_one_corpus_out(ev: Evaluation) -> None:
+    results = {}
+    for held in CORPORA:
+        test = ev.everything[ev.corpus == held]
+        train = ev.everything[ev.corpus != held]
+        if not test.size or not train.size:
+            continue
+        trained = set(ev.labels[train].tolist())
+        classes = sorted({NEUTRAL if c == CALM else c for c in ev.labels[test].tolist()} & (trained | {NEUTRAL}))
+        model, stats = ev.train(train, f"without {held}")
+        scored = evaluate_clips(ev, model, stats, test, classes=classes)
+        sweep = {}
+        for weight in SWEEP_WEIGHTS:  # how far adaptation may go: mixed against single-emotion sessions
+            adaptation = replace(ADAPTATION, max_weight=weight)
+            row = {}
+            for mode, sessions in (
+                ("ua_adapted", ev.session_ids(test)),
+                ("ua_single_emotion", ev.session_ids(test, True)),
+            ):
+                probs = ev.predict(model, stats, test, CLEAN, sessions, adaptation).clip_probs()
+                predicted = restricted_predictions(probs, classes)
+                truth = ev.labels[test].copy()
+                truth[truth == CALM] = NEUTRAL
+                row[mode] = summarize(truth, predicted)["ua"]
+                row[mode.replace("ua_", "max_class_share_")] = max_class_share(predicted)
+            sweep[str(weight)] = row
+        results[held] = {
+            "classes": [EMOTIONS[c] for c in classes],
+            "train_corpora": sorted(set(ev.corpus[train].tolist())),
+            "ua_cold": scored["cold"]["ua"],
+            "ua_adapted": scored["adapted"]["ua"],
+            "ua_single_emotion_sessions": scored["single_emotion"]["ua"],
+            "max_class_share_cold": scored["cold"]["max_class_share"],
+            "max_class_share_adapted": scored["adapted"]["max_class_share"],
+            "max_class_share_single_emotion_sessions": scored["single_emotion"]["max_class_share"],
+            "cold": _public(scored["cold"]),
+            "adapted": _public(scored["adapted"]),
+            "single_emotion_sessions": _public(scored["single_emotion"]),
+            "max_weight_sweep": sweep,
+        }
+        results[held]["linear_baseline"] = linear_baseline(ev, train, test, classes)
+        r = results[held]
+        print(
+            f"without {held}: UA cold {r['ua_cold']:.3f} adapted {r['ua_adapted']:.3f} "
+            f"single-emotion {r['ua_single_emotion_sessions']:.3f}; max share {r['max_class_share_cold']:.2f} / "
+            f"{r['max_class_share_adapted']:.2f}",
+            file=sys.stderr,
+        )
+        ev.metrics["leave_one_corpus_out"] = results
+        ev.save()
+
+
+def linear_baseline(ev: Evaluation, train: np.ndarray, test: np.ndarray, classes: list[int]) -> dict:
+    """UA of the softmax-regression baseline, raw and with features standardised per speaker."""
+    if ev.pooled is None:
+        ev.pooled = pooled_features(ev.cache, ev.everything, ev.config)
+    truth = ev.labels[test].copy()
+    truth[truth == CALM] = NEUTRAL
+    weights = sampling_weights(ev.cache, train, dict(ev.settings.corpus_share))
+    out = {}
+    for name, x in (
+        ("ua_raw", ev.pooled),
+        ("ua_speaker_normalised", normalize_per_speaker(ev.pooled, ev.speaker)),
+    ):
+        model = fit_softmax_regression(x[train], ev.labels[train], weights)
+        predicted = restricted_predictions(predict_softmax_regression(model, x[test]), classes)
+        out[name] = summarize(truth, predicted)["ua"]
+        out[name.replace("ua_", "max_class_share_")] = max_class_share(predicted)
+    return out
+
+
+def calibrate(fold_windows: list, fold_truth: list[np.ndarray]) -> dict:
+    """Temperature from out-of-fold predictions only, and ECE (15 bins) before and after.
+
+    Each fold's test clips were unseen by that fold's model. The temperature
+    applied to fold k is fitted on the other folds' clips (cross-fitting), so
+    no clip is scored with a temperature fitted on itself; the shipped
+    temperature is fitted on all folds (speakers the shipped model trained
+    on, so fitting it touches training data only).
+    """
+    clip_probs = [w.clip_probs() for w in fold_windows]
+    before, after = [], []
+    for k in range(len(fold_windows)):
+        others = [i for i in range(len(fold_windows)) if i != k]
+        t_k = fit_temperature(
+            np.concatenate([clip_probs[i] for i in others]), np.concatenate([fold_truth[i] for i in others])
+        )
+        before.append(clip_probs[k])
+        after.append(fold_windows[k].clip_probs(t_k))
+    truth = np.concatenate(fold_truth)
+    temperature = fit_temperature(np.concatenate(clip_probs), truth)
+    return {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(np.concatenate(before), truth),
+        "ece_after": expected_calibration_error(np.concatenate(after), truth),
+        "note": "RAVDESS 6-fold test clips (cold); fold k scaled by a temperature fitted on the other folds",
+    }
+
+
+def ravdess_cv(ev: Evaluation) -> None:
+    folds = {"cold": [], "adapted": [], "single_emotion": [], "telephone": [], "telephone_adapted": []}
+    fold_windows, fold_truth = [], []
+    for k in range(1, 7):
+        held = np.arange(4 * k - 3, 4 * k + 1)
+        test = ev.everything[(ev.corpus == "ravdess") & np.isin(ev.actor, held)]
+        train = np.setdiff1d(ev.everything, test)
+        model, stats = ev.train(train, f"fold {k}/6")
+        info = {"fold": k, "test_actors": held.tolist(), "n_train_clips": int(train.size)}
+        wide = evaluate_clips(ev, model, stats, test, CLEAN)
+        phone = evaluate_clips(ev, model, stats, test, TELEPHONE)
+        for key, block in (
+            ("cold", wide["cold"]),
+            ("adapted", wide["adapted"]),
+            ("single_emotion", wide["single_emotion"]),
+            ("telephone", phone["cold"]),
+            ("telephone_adapted", phone["adapted"]),
+        ):
+            folds[key].append({**info, **_public(block)})
+        fold_windows.append(wide["cold"]["_windows"])
+        fold_truth.append(ev.labels[test])
+        print(
+            f"fold {k}: UA {wide['cold']['ua']:.3f}, adapted {wide['adapted']['ua']:.3f}, "
+            f"telephone {phone['cold']['ua']:.3f}",
+            file=sys.stderr,
+        )
+    cv = mean_over_folds(folds["cold"])
+    cv["ua_adapted"] = mean_over_folds(folds["adapted"])["ua"]
+    cv["ua_single_emotion_sessions"] = mean_over_folds(folds["single_emotion"])["ua"]
+    cv["adapted"] = mean_over_folds(folds["adapted"])
+    telephone = mean_over_folds(folds["telephone"])
+    telephone["ua_adapted"] = mean_over_folds(folds["telephone_adapted"])["ua"]
+    ev.metrics["ravdess_cv"] = cv
+    ev.metrics["ravdess_cv_telephone"] = telephone
+    ev.metrics["calibration"] = calibrate(fold_windows, fold_truth)
+    ev.save()
+
+
+def single_split(ev: Evaluation, key: str, label: str, train: np.ndarray, test: np.ndarray, note: str) -> None:
+    model, stats = ev.train(train, label)
+    probs = ev.predict(model, stats, test, CLEAN).clip_probs()
+    ev.metrics[key] = {**summarize(ev.labels[test], probs.argmax(axis=1)), "note": note}
+    ev.save()
+
+
+def run_protocols(ev: Evaluation, protocols: tuple[str, ...]) -> None:
+    if "leave_one_corpus_out" in protocols:
+        leave_one_corpus_out(ev)
     if "ravdess_cv" in protocols:
-        wide, phone = [], []
-        for k in range(1, 7):
-            held = np.arange(4 * k - 3, 4 * k + 1)
-            test = everything[(corpus == "ravdess") & np.isin(actor, held)]
-            train = np.setdiff1d(everything, test)
-            model, stats = train_model(cache, train, config, settings, label=f"fold {k}/6")
-            fold = {"fold": k, "test_actors": held.tolist(), "n_train_clips": int(train.size)}
-            wide.append({**fold, **_score(model, stats, cache, test, CLEAN, config)})
-            phone.append({**fold, **_score(model, stats, cache, test, TELEPHONE, config)})
-            print(f"fold {k}: UA {wide[-1]['ua']:.3f}, telephone UA {phone[-1]['ua']:.3f}", file=sys.stderr)
-        metrics["ravdess_cv"] = mean_over_folds(wide)
-        metrics["ravdess_cv_telephone"] = mean_over_folds(phone)
-        save()
-
-    def single_split(key: str, label: str, train: np.ndarray, test: np.ndarray, note: str) -> None:
-        model, stats = train_model(cache, train, config, settings, label=label)
-        metrics[key] = {**_score(model, stats, cache, test, CLEAN, config), "note": note}
-        save()
-
+        ravdess_cv(ev)
     if "tess_holdout" in protocols:
-        tess = everything[corpus == "tess"]
-        speakers = np.array([cache.clips[i].speaker for i in tess])
-        strata = labels[tess] * 2 + (speakers == "tess-YAF")  # by emotion and speaker
+        tess = ev.everything[ev.corpus == "tess"]
+        strata = ev.labels[tess] * 2 + (ev.speaker[tess] == "tess-YAF")  # by emotion and speaker
         test = tess[stratified_holdout(strata, 0.25, seed=1)]
         note = "2 speakers, both in training: does not measure generalisation"
-        single_split("tess_holdout", "tess holdout", np.setdiff1d(everything, test), test, note)
-
+        single_split(ev, "tess_holdout", "tess holdout", np.setdiff1d(ev.everything, test), test, note)
     if "random_split" in protocols:
-        test = everything[stratified_holdout(labels, 0.25, seed=2)]
+        test = ev.everything[stratified_holdout(ev.labels, 0.25, seed=2)]
         note = "old protocol: same speakers in train and test; overstates accuracy"
-        single_split("random_split", "random split", np.setdiff1d(everything, test), test, note)
+        single_split(ev, "random_split", "random split", np.setdiff1d(ev.everything, test), test, note)
+    ev.metrics.pop("cross_corpus_ravdess_to_tess", None)  # superseded by leave_one_corpus_out
+    ev.save()
 
-    if "cross_corpus" in protocols:
-        note = "trained on RAVDESS only, tested on TESS's 7 emotions; calm predictions count as errors"
-        train, test = everything[corpus == "ravdess"], everything[corpus == "tess"]
-        single_split("cross_corpus_ravdess_to_tess", "RAVDESS->TESS", train, test, note)
-    return metrics
+
+def ship_temperature(metrics: dict, out: Path) -> None:
+    """Put the fitted temperature into the shipped model's config.json, if there is one."""
+    config_path = out / "config.json"
+    temperature = metrics.get("calibration", {}).get("temperature")
+    if temperature is None or not config_path.exists():
+        return
+    config = json.loads(config_path.read_text())
+    config["temperature"] = round(float(temperature), 4)
+    config_path.write_text(json.dumps(config, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     parser.add_argument("--epochs", type=int, default=TrainSettings.epochs)
     parser.add_argument("--only", nargs="+", choices=PROTOCOLS, default=PROTOCOLS)
+    parser.add_argument("--no-adapt", action="store_true", help="train and score without speaker adaptation")
+    parser.add_argument("--band-warp", type=float, default=TrainSettings.band_warp)
+    parser.add_argument("--adversarial", type=float, default=TrainSettings.adversarial)
+    parser.add_argument(
+        "--experiment", metavar="NAME", help="record results under metrics.json's experiments.NAME (tried recipes)"
+    )
+    parser.add_argument("--corpus-share", nargs=3, type=float, metavar=("RAVDESS", "TESS", "NEMO"))
     parser.add_argument("--card-only", action="store_true", help="re-render MODEL_CARD.md from metrics.json")
     args = parser.parse_args(argv)
     if args.card_only:
@@ -131,10 +375,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     config = FeatureConfig()
     cache = build_cache(resolve_data_dir(args.data), config)
-    settings = TrainSettings(epochs=args.epochs)
+    settings = replace(
+        TrainSettings(),
+        epochs=args.epochs,
+        adapt=not args.no_adapt,
+        band_warp=args.band_warp,
+        adversarial=args.adversarial,
+    )
+    if args.corpus_share:
+        settings = replace(settings, corpus_share=tuple(zip(CORPORA, args.corpus_share)))
     args.out.mkdir(parents=True, exist_ok=True)
-    metrics = run_protocols(cache, config, settings, tuple(args.only), args.out)
-    write_model_card(metrics, args.out)
+    evaluation = Evaluation(cache, config, settings, args.out, args.experiment)
+    run_protocols(evaluation, tuple(args.only))
+    if args.experiment is None:
+        ship_temperature(evaluation.metrics, args.out)
+    write_model_card(json.loads((args.out / "metrics.json").read_text()), args.out)
     print(f"evaluation took {time.monotonic() - started:.0f}s", file=sys.stderr)
     return 0
 

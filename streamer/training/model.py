@@ -11,11 +11,40 @@ import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 
-def build_model(frames: int, n_mels: int, n_classes: int, batch_size: int | None = None) -> keras.Model:
+class GradientReversal(layers.Layer):
+    """Identity forward; the gradient backward is negated and scaled (domain-adversarial training)."""
+
+    def __init__(self, scale: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, x):
+        @tf.custom_gradient
+        def reverse(y):
+            return tf.identity(y), lambda dy: -self.scale * dy
+
+        return reverse(x)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "scale": self.scale}
+
+
+def build_model(
+    frames: int,
+    n_mels: int,
+    n_classes: int,
+    batch_size: int | None = None,
+    n_domains: int = 0,
+    reversal: float = 0.3,
+) -> keras.Model:
     """Conv front end (local spectral patterns) + BiLSTM (temporal dynamics).
 
     About 180k parameters: small enough to train in minutes on two cores and
-    to run in well under a millisecond per window as LiteRT.
+    to run in well under a millisecond per window as LiteRT. With
+    ``n_domains`` the model has a second output, ``domain``, a corpus
+    classifier behind a gradient reversal: training it pushes the shared
+    layers toward features that do not tell the corpora apart. Serving uses
+    :func:`emotion_only` (same weights, no domain head).
     """
     inputs = keras.Input((frames, n_mels), batch_size=batch_size, name="features")
     x = inputs
@@ -29,12 +58,24 @@ def build_model(frames: int, n_mels: int, n_classes: int, batch_size: int | None
     x = layers.MaxPooling1D(4)(x)
     x = layers.Dropout(0.2)(x)
     x = layers.Bidirectional(layers.LSTM(64, return_sequences=True))(x)
-    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
-    x = layers.Dropout(0.3)(x)
+    embedding = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    x = layers.Dropout(0.3)(embedding)
     x = layers.Dense(64, activation="relu")(x)
     x = layers.Dropout(0.2)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probs")(x)
-    return keras.Model(inputs, outputs, name="emotion_lstm")
+    if not n_domains:
+        return keras.Model(inputs, outputs, name="emotion_lstm")
+    d = GradientReversal(reversal)(embedding)
+    d = layers.Dense(64, activation="relu")(d)
+    domain = layers.Dense(n_domains, activation="softmax", name="domain")(d)
+    return keras.Model(inputs, {"probs": outputs, "domain": domain}, name="emotion_lstm_adversarial")
+
+
+def emotion_only(model: keras.Model) -> keras.Model:
+    """The emotion classifier of a model with a domain head (the model itself if it has none)."""
+    if model.name == "emotion_lstm":
+        return model
+    return keras.Model(model.input, model.get_layer("probs").output, name="emotion_lstm")
 
 
 def export_litert(model: keras.Model, batch_size: int) -> bytes:

@@ -1,8 +1,10 @@
-"""Train the shipped model on all of RAVDESS and TESS and write ``models/``.
+"""Train the shipped model on all of RAVDESS, TESS and nEMO and write ``models/``.
 
 Usage: ``python -m streamer.training.train --data ../shared/data``
 (or ``make train``). Writes the Keras model, one LiteRT file per batch size
-and ``config.json`` (labels, feature settings, normalisation statistics).
+and ``config.json`` (labels, feature settings, population statistics,
+speaker adaptation settings and the temperature that ``make evaluate`` fitted,
+read from ``models/metrics.json``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.adaptation import AdaptationConfig
 from streamer.features import FeatureConfig, mel_basis
 from streamer.labels import EMOTIONS
 from streamer.runtime import CONFIG_NAME, KERAS_NAME, LITERT_BATCH_SIZES, MEL_BASIS_NAME, litert_name
@@ -25,9 +28,14 @@ from streamer.training.corpora import resolve_data_dir
 from streamer.training.trainer import TrainSettings, train_model
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+# Serving's adaptation: the talker's statistics weigh up to max_weight, half of it after
+# prior_windows speech windows (10 s). Chosen by `make evaluate` (see the model card).
+ADAPTATION = AdaptationConfig(prior_windows=20.0, max_weight=0.5)
 
 
-def save_model(model, stats, config: FeatureConfig, settings: TrainSettings, out: Path, trained_on: dict) -> None:
+def save_model(
+    model, stats, config: FeatureConfig, settings: TrainSettings, out: Path, trained_on: dict, temperature: float
+) -> None:
     """Write the Keras file, the LiteRT files and config.json into ``out``."""
     from streamer.training.model import export_litert
 
@@ -41,6 +49,8 @@ def save_model(model, stats, config: FeatureConfig, settings: TrainSettings, out
         "features": config.to_dict(),
         "normalization": stats.to_dict(),
         "hop_s": 0.5,
+        "adaptation": (ADAPTATION if settings.adapt else AdaptationConfig(max_weight=0.0)).to_dict(),
+        "temperature": round(float(temperature), 4),
         "parameters": int(model.count_params()),
         "train_settings": asdict(settings),
         "trained_on": trained_on,
@@ -66,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, int] = {}
     for clip in cache.clips:
         counts[clip.corpus] = counts.get(clip.corpus, 0) + 1
-    save_model(model, stats, config, settings, args.out, {"clips": counts, "skipped": len(cache.skipped)})
+    metrics_path = args.out / "metrics.json"
+    calibration = json.loads(metrics_path.read_text()).get("calibration", {}) if metrics_path.exists() else {}
+    if "temperature" not in calibration:
+        print("no fitted temperature in metrics.json (run 'make evaluate'): using 1.0", file=sys.stderr)
+    temperature = calibration.get("temperature", 1.0)
+    trained_on = {"clips": counts, "skipped": len(cache.skipped)}
+    save_model(model, stats, config, settings, args.out, trained_on, temperature)
     print(f"wrote {args.out} in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return 0
 

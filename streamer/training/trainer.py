@@ -1,9 +1,16 @@
 """Training on random window crops of cached clip features, and clip scoring.
 
 Sampling is balanced: each corpus gets a fixed share of every batch and each
-emotion an equal share within its corpus, so TESS's two speakers (2/3 of the
-clips) do not dominate RAVDESS's twenty-four, and RAVDESS's half-size
-neutral class is not under-learned.
+emotion an equal share within its corpus, so TESS's two speakers (a third of
+the clips) do not dominate RAVDESS's twenty-four and nEMO's nine, and
+RAVDESS's half-size neutral class is not under-learned.
+
+Speaker adaptation in training: each window is standardised with a blend of
+the population's statistics and its speaker's own (``streamer.adaptation``),
+at a random weight and from a random subset of the speaker's clips (sometimes
+of one emotion only), so the model works at every point of a live call: at
+its start (population only), later (mostly the talker's own) and for a
+talker who is one emotion all along.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamer.adaptation import AdaptationConfig, SpeakerAdapter, blend_stats, speaker_stats, window_moments
+from streamer.calibration import apply_temperature
 from streamer.features import FeatureConfig, FeatureStats, normalize_windows, window_starts
 from streamer.labels import EMOTIONS
 from streamer.training.cache import N_VARIANTS, FeatureCache
 
-CORPUS_SHARE = {"ravdess": 0.6, "tess": 0.4}
 # Probability of drawing the clean, telephone and each augmented variant.
 VARIANT_P = np.array([0.2, 0.2] + [0.6 / (N_VARIANTS - 2)] * (N_VARIANTS - 2))
 
@@ -31,20 +39,24 @@ class TrainSettings:
     learning_rate: float = 2e-3
     label_smoothing: float = 0.1
     seed: int = 0
+    corpus_share: tuple[tuple[str, float], ...] = (("ravdess", 0.45), ("tess", 0.15), ("nemo", 0.4))
+    adapt: bool = True  # speaker-adapted standardisation (else the population's only)
+    band_warp: float = 0.0  # max relative stretch of the mel axis (VTLP-like), 0 = off
+    adversarial: float = 0.0  # weight of a corpus classifier behind gradient reversal, 0 = off
 
 
-def sampling_weights(cache: FeatureCache, indices: np.ndarray) -> np.ndarray:
-    """Per-clip probability: corpus share, then equal per emotion within a corpus."""
+def sampling_weights(cache: FeatureCache, indices: np.ndarray, shares: dict[str, float]) -> np.ndarray:
+    """Per-clip probability: corpus share (renormalised over the corpora present), then equal per emotion."""
     weights = np.zeros(len(indices))
     corpora = np.array([cache.clips[i].corpus for i in indices])
     labels = np.array([cache.clips[i].label for i in indices])
-    present = [c for c in CORPUS_SHARE if np.any(corpora == c)]
+    present = [c for c in shares if np.any(corpora == c)]
     for corpus in present:
         in_corpus = corpora == corpus
         classes = np.unique(labels[in_corpus])
         for label in classes:
             members = in_corpus & (labels == label)
-            weights[members] = CORPUS_SHARE[corpus] / len(classes) / members.sum()
+            weights[members] = shares[corpus] / len(classes) / members.sum()
     return weights / weights.sum()
 
 
@@ -72,7 +84,8 @@ def _draw_windows(
     config: FeatureConfig,
     rng: np.random.Generator,
     count: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random window crops: ``(windows, labels, clip indices, variants)``."""
     chosen = rng.choice(indices, size=count, p=weights)
     variants = rng.choice(N_VARIANTS, size=count, p=VARIANT_P)
     length = config.window_frames
@@ -82,7 +95,85 @@ def _draw_windows(
         start = int(rng.integers(max(1, frames.shape[0] - length + 1)))
         batch[row] = crop(frames, length, start)
     labels = np.array([cache.clips[i].label for i in chosen])
-    return batch, labels
+    return batch, labels, chosen, variants
+
+
+HOP_FRAMES = 25  # 0.5 s hops, as the analyzer cuts windows
+
+
+@dataclass
+class ClipMoments:
+    """Window moments summed per clip and variant: the material of speaker statistics."""
+
+    count: np.ndarray  # (n_clips, N_VARIANTS) windows
+    total: np.ndarray  # (n_clips, N_VARIANTS, n_mels)
+    total_sq: np.ndarray  # (n_clips, N_VARIANTS, n_mels)
+
+
+def clip_moments(cache: FeatureCache, config: FeatureConfig) -> ClipMoments:
+    """Sums of :func:`window_moments` over each clip's sliding windows, per variant."""
+    n = len(cache.clips)
+    out = ClipMoments(
+        np.zeros((n, N_VARIANTS)), np.zeros((n, N_VARIANTS, config.n_mels)), np.zeros((n, N_VARIANTS, config.n_mels))
+    )
+    for i in range(n):
+        for v in range(N_VARIANTS):
+            mean, mean_sq = window_moments(clip_windows(cache.get(i, v).astype(np.float32), config, HOP_FRAMES), config)
+            out.count[i, v] = mean.shape[0]
+            out.total[i, v] = mean.sum(axis=0)
+            out.total_sq[i, v] = mean_sq.sum(axis=0)
+    return out
+
+
+def sample_speaker_stats(
+    cache: FeatureCache,
+    moments: ClipMoments,
+    train_indices: np.ndarray,
+    chosen: np.ndarray,
+    variants: np.ndarray,
+    population: FeatureStats,
+    rng: np.random.Generator,
+) -> FeatureStats:
+    """Per-window standardisation as a live channel would have it at a random moment.
+
+    A quarter of the windows get the population's statistics (a call's first
+    seconds); the rest a uniform random weight of their speaker's statistics,
+    estimated from a random number of the speaker's training clips in the
+    same variant, a quarter of the time all of one emotion (a talker who is
+    one emotion all along).
+    """
+    by_speaker: dict[str, np.ndarray] = {}
+    by_speaker_emotion: dict[tuple[str, int], np.ndarray] = {}
+    for i in train_indices:
+        clip = cache.clips[i]
+        by_speaker.setdefault(clip.speaker, []).append(i)  # type: ignore[arg-type]
+        by_speaker_emotion.setdefault((clip.speaker, clip.label), []).append(i)  # type: ignore[arg-type]
+    count = np.zeros(len(chosen))
+    total = np.zeros((len(chosen), population.mean.size))
+    total_sq = np.zeros_like(total)
+    weight = np.where(rng.random(len(chosen)) < 0.25, 0.0, rng.random(len(chosen)))
+    for row, (clip_index, variant) in enumerate(zip(chosen, variants)):
+        clip = cache.clips[clip_index]
+        pool = by_speaker_emotion[(clip.speaker, clip.label)] if rng.random() < 0.25 else by_speaker[clip.speaker]
+        size = int(np.exp(rng.uniform(0, np.log(len(pool) + 1))))  # log-uniform: short and long sessions
+        subset = rng.choice(pool, size=max(1, min(size, len(pool))), replace=False)
+        count[row] = moments.count[subset, variant].sum()
+        total[row] = moments.total[subset, variant].sum(axis=0)
+        total_sq[row] = moments.total_sq[subset, variant].sum(axis=0)
+    return blend_stats(population, speaker_stats(count, total, total_sq), weight)
+
+
+def warp_bands(batch: np.ndarray, max_warp: float, rng: np.random.Generator) -> np.ndarray:
+    """Stretch each window's mel axis by a random factor in ``1 ± max_warp`` (vocal-tract length)."""
+    count, _, bands = batch.shape
+    alpha = rng.uniform(1 - max_warp, 1 + max_warp, size=count)
+    src = np.clip(np.arange(bands)[None, :] * alpha[:, None], 0, bands - 1)  # (count, bands)
+    low = np.floor(src).astype(int)
+    high = np.minimum(low + 1, bands - 1)
+    frac = (src - low)[:, None, :].astype(np.float32)
+    rows = np.arange(count)[:, None, None]
+    frames = np.arange(batch.shape[1])[None, :, None]
+    return batch[rows, frames, low[:, None, :]] * (1 - frac) + batch[rows, frames, high[:, None, :]] * frac
 
 
 def spec_augment(batch: np.ndarray, rng: np.random.Generator) -> None:
@@ -104,32 +195,56 @@ def train_model(
     config: FeatureConfig,
     settings: TrainSettings = TrainSettings(),
     label: str = "train",
+    moments: ClipMoments | None = None,
 ):
-    """Train a fresh model on the given clips; returns ``(keras_model, stats)``."""
+    """Train a fresh model on the given clips; returns ``(keras_model, stats)``.
+
+    ``moments`` (from :func:`clip_moments` over the whole cache) can be passed
+    in when several models are trained on one cache.
+    """
     import keras
 
-    from streamer.training.model import build_model
+    from streamer.training.model import build_model, emotion_only
 
     keras.utils.set_random_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     stats = estimate_stats(cache, train_indices, config, settings.seed)
-    weights = sampling_weights(cache, train_indices)
-    model = build_model(config.window_frames, config.n_mels, len(EMOTIONS))
+    weights = sampling_weights(cache, train_indices, dict(settings.corpus_share))
+    if settings.adapt and moments is None:
+        moments = clip_moments(cache, config)
+    corpora = sorted({cache.clips[i].corpus for i in train_indices})
+    adversarial = settings.adversarial > 0 and len(corpora) > 1
+    model = build_model(config.window_frames, config.n_mels, len(EMOTIONS), n_domains=len(corpora) * adversarial)
     total = settings.epochs * settings.steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, total, warmup_target=None)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
-        metrics=["accuracy"],
-    )
+    emotion_loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
+    if adversarial:
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss={"probs": emotion_loss, "domain": keras.losses.CategoricalCrossentropy()},
+            loss_weights={"probs": 1.0, "domain": settings.adversarial},
+            metrics={"probs": ["accuracy"]},
+        )
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=emotion_loss, metrics=["accuracy"])
     started = time.monotonic()
     for epoch in range(settings.epochs):
-        x, y = _draw_windows(cache, train_indices, weights, config, rng, settings.steps_per_epoch * settings.batch_size)
-        x = normalize_windows(x, config, stats)
+        count = settings.steps_per_epoch * settings.batch_size
+        x, y, chosen, variants = _draw_windows(cache, train_indices, weights, config, rng, count)
+        if settings.band_warp > 0:
+            x = warp_bands(x, settings.band_warp, rng)
+        window_stats = stats
+        if settings.adapt:
+            window_stats = sample_speaker_stats(cache, moments, train_indices, chosen, variants, stats, rng)
+        x = normalize_windows(x, config, window_stats)
         spec_augment(x, rng)
+        target = keras.utils.to_categorical(y, len(EMOTIONS))
+        if adversarial:
+            domain = np.array([corpora.index(cache.clips[i].corpus) for i in chosen])
+            target = {"probs": target, "domain": keras.utils.to_categorical(domain, len(corpora))}
         history = model.fit(
             x,
-            keras.utils.to_categorical(y, len(EMOTIONS)),
+            target,
             batch_size=settings.batch_size,
             epochs=1,
             verbose=0,
@@ -139,11 +254,12 @@ def train_model(
         eta = elapsed / (epoch + 1) * (settings.epochs - epoch - 1)
         print(
             f"[{label}] epoch {epoch + 1}/{settings.epochs} loss {history.history['loss'][0]:.3f} "
-            f"acc {history.history['accuracy'][0]:.3f} ({elapsed:.0f}s, eta {eta:.0f}s)",
+            f"acc {history.history['probs_accuracy' if adversarial else 'accuracy'][0]:.3f} "
+            f"({elapsed:.0f}s, eta {eta:.0f}s)",
             file=sys.stderr,
             flush=True,
         )
-    return model, stats
+    return emotion_only(model), stats
 
 
 def clip_windows(frames: np.ndarray, config: FeatureConfig, hop_frames: int) -> np.ndarray:
@@ -153,20 +269,60 @@ def clip_windows(frames: np.ndarray, config: FeatureConfig, hop_frames: int) -> 
     return np.stack([crop(frames, length, s) for s in starts])
 
 
+@dataclass
+class WindowPredictions:
+    """Uncalibrated window probabilities of clips; clip ``i`` owns rows ``bounds[i]:bounds[i + 1]``."""
+
+    probs: np.ndarray
+    bounds: np.ndarray
+    weights: np.ndarray  # adaptation weight each window was scored at
+
+    def clip_probs(self, temperature: float = 1.0) -> np.ndarray:
+        """Clip probabilities: the mean of its windows' (temperature-scaled) probabilities."""
+        p = apply_temperature(self.probs, temperature)
+        return np.stack([p[a:b].mean(axis=0) for a, b in zip(self.bounds[:-1], self.bounds[1:])])
+
+
 def predict_clips(
     model,
     cache: FeatureCache,
     indices: np.ndarray,
     variant: int,
     config: FeatureConfig,
-    stats: FeatureStats,
-    hop_s: float = 0.5,
-) -> np.ndarray:
-    """Clip probabilities: the mean over the clip's sliding windows."""
-    hop_frames = max(1, int(round(hop_s * config.sample_rate / config.hop_length)))
-    per_clip = [clip_windows(cache.get(i, variant).astype(np.float32), config, hop_frames) for i in indices]
-    counts = [w.shape[0] for w in per_clip]
-    x = normalize_windows(np.concatenate(per_clip), config, stats)
+    population: FeatureStats,
+    adaptation: AdaptationConfig,
+    sessions: np.ndarray | None = None,
+    seed: int = 0,
+) -> WindowPredictions:
+    """Window probabilities of clips, scored as the analyzer would.
+
+    Without ``sessions`` each clip is a file of its own (``analyze``): its
+    windows are standardised with the statistics of its own speech. With
+    ``sessions`` (one id per clip), the clips of a session are streamed one
+    after another in a random order through a live channel's
+    :class:`SpeakerAdapter`, each window standardised with what the channel
+    knows by then.
+    """
+    per_clip = [clip_windows(cache.get(i, variant).astype(np.float32), config, HOP_FRAMES) for i in indices]
+    bounds = np.cumsum([0] + [w.shape[0] for w in per_clip])
+    mean = np.empty((bounds[-1], config.n_mels), np.float32)
+    std = np.empty_like(mean)
+    weights = np.empty(bounds[-1])
+    if sessions is None:
+        for k, windows in enumerate(per_clip):
+            adapter = SpeakerAdapter(population, config, adaptation)
+            stats, weight = adapter.stats_for_whole(windows)
+            mean[bounds[k] : bounds[k + 1]], std[bounds[k] : bounds[k + 1]] = stats.mean, stats.std
+            weights[bounds[k] : bounds[k + 1]] = weight
+    else:
+        rng = np.random.default_rng(seed)
+        for session in np.unique(sessions):
+            order = rng.permutation(np.flatnonzero(sessions == session))
+            adapter = SpeakerAdapter(population, config, adaptation)
+            for k in order:
+                stats = adapter.observe(per_clip[k])
+                mean[bounds[k] : bounds[k + 1]], std[bounds[k] : bounds[k + 1]] = stats.mean, stats.std
+                weights[bounds[k] : bounds[k + 1]] = adapter.weight
+    x = normalize_windows(np.concatenate(per_clip), config, FeatureStats(mean, std))
     probs = model.predict(x, batch_size=256, verbose=0)
-    bounds = np.cumsum([0] + counts)
-    return np.stack([probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+    return WindowPredictions(probs, bounds, weights)

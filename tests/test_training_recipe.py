@@ -1,0 +1,161 @@
+"""The training recipe's pure parts: corpora, speaker statistics, band warping, evaluation helpers.
+
+Imports no TensorFlow: trainer and evaluate import Keras only when training.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.adaptation import AdaptationConfig, SpeakerAdapter, window_moments
+from streamer.features import FeatureConfig, FeatureStats
+from streamer.labels import EMOTION_INDEX
+from streamer.training.cache import N_VARIANTS, FeatureCache
+from streamer.training.corpora import Clip, find_clips, parse_nemo_path, read_nemo_labels
+from streamer.training.trainer import (
+    HOP_FRAMES,
+    clip_moments,
+    clip_windows,
+    sample_speaker_stats,
+    sampling_weights,
+    warp_bands,
+)
+
+CONFIG = FeatureConfig()
+NEMO_HEADER = "file_id\temotion\traw_text\tnormalized_text\tspeaker_id\tgender\tage\n"
+
+
+def test_nemo_labels_come_from_data_tsv(tmp_path):
+    root = tmp_path / "nemo"
+    (root / "samples").mkdir(parents=True)
+    rows = [
+        "EB0_anger_1.opus\tanger\tTo jest test.\tto jest test\tEB0\tfemale\t27",
+        'KS0_surprised_2.opus\tsurprised\t"Cytat" w tekście\tcytat w tekście\tKS0\tmale\t23',
+        "XX0_boredom_1.opus\tboredom\tNie.\tnie\tXX0\tmale\t30",  # not one of our emotions
+    ]
+    (root / "data.tsv").write_text(NEMO_HEADER + "\n".join(rows) + "\n", encoding="utf-8")
+    for name in ("EB0_anger_1.opus", "KS0_surprised_2.opus", "XX0_boredom_1.opus", "unlisted.opus"):
+        (root / "samples" / name).write_bytes(b"x")
+    labels = read_nemo_labels(root / "data.tsv")
+    assert labels == {"EB0_anger_1.opus": ("EB0", "angry"), "KS0_surprised_2.opus": ("KS0", "surprised")}
+    clip = parse_nemo_path(root / "samples" / "EB0_anger_1.opus", labels)
+    assert (clip.corpus, clip.speaker, clip.emotion) == ("nemo", "nemo-EB0", "angry")
+    inventory = find_clips(tmp_path, ("nemo",))
+    assert sorted(c.path.name for c in inventory.clips) == ["EB0_anger_1.opus", "KS0_surprised_2.opus"]
+    assert sorted(p.name for p, _ in inventory.skipped) == ["XX0_boredom_1.opus", "unlisted.opus"]
+
+
+@pytest.mark.data
+def test_real_nemo(data_dir):
+    clips = find_clips(data_dir, ("nemo",)).clips
+    assert len(clips) == 4481
+    assert len({c.speaker for c in clips}) == 9
+    assert {c.emotion for c in clips} == {"neutral", "happy", "sad", "angry", "fearful", "surprised"}
+
+
+def fake_cache(rng: np.random.Generator) -> FeatureCache:
+    """Two speakers with two emotions each; speaker B's features sit 6 dB-ish off speaker A's."""
+    clips, parts, offsets, position = [], [], [], 0
+    for speaker, shift in (("a", 0.0), ("b", 6.0)):
+        for emotion in ("angry", "sad"):
+            for k in range(3):
+                clips.append(Clip(Path(f"{speaker}-{emotion}-{k}"), "ravdess", speaker, emotion))
+                row = [position]
+                for _ in range(N_VARIANTS):
+                    n = int(rng.integers(CONFIG.window_frames, CONFIG.window_frames + 60))
+                    frames = rng.normal(0, 3, (n, CONFIG.n_mels)) + np.linspace(shift, -shift, CONFIG.n_mels)
+                    parts.append(frames.astype(np.float16))
+                    position += n
+                    row.append(position)
+                offsets.append(row)
+    return FeatureCache(clips, np.concatenate(parts), np.array(offsets, np.int64), [])
+
+
+def test_clip_moments_are_the_adapters_moments():
+    cache = fake_cache(np.random.default_rng(0))
+    moments = clip_moments(cache, CONFIG)
+    windows = clip_windows(cache.get(4, 2).astype(np.float32), CONFIG, HOP_FRAMES)
+    mean, mean_sq = window_moments(windows, CONFIG)
+    assert moments.count[4, 2] == len(windows)
+    np.testing.assert_allclose(moments.total[4, 2], mean.sum(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(moments.total_sq[4, 2], mean_sq.sum(axis=0), rtol=1e-6)
+    # A session of all of a clip's windows gives the adapter the same statistics.
+    adapter = SpeakerAdapter(population_of(cache), CONFIG, AdaptationConfig(max_weight=1.0))
+    adapter.observe(windows)
+    np.testing.assert_allclose(adapter.moments.total, moments.total[4, 2], rtol=1e-6)
+
+
+def population_of(cache: FeatureCache) -> FeatureStats:
+    return FeatureStats(np.zeros(CONFIG.n_mels, np.float32), np.ones(CONFIG.n_mels, np.float32))
+
+
+def test_sampled_speaker_stats_follow_the_speaker():
+    rng = np.random.default_rng(1)
+    cache = fake_cache(rng)
+    moments = clip_moments(cache, CONFIG)
+    population = population_of(cache)
+    train = np.arange(len(cache.clips))
+    chosen = np.repeat([0, 6], 400)  # speaker a's and speaker b's first clip
+    variants = np.zeros(chosen.size, int)
+    stats = sample_speaker_stats(cache, moments, train, chosen, variants, population, rng)
+    assert stats.mean.shape == (chosen.size, CONFIG.n_mels)
+    unadapted = np.all(stats.mean == 0, axis=1) & np.all(stats.std == 1, axis=1)
+    assert 0.15 < unadapted.mean() < 0.35  # a quarter of windows: the population's statistics
+    # Speaker b's spectrum tilts down from band 0 to band 63; adapted rows follow it, a's do not.
+    tilt = stats.mean[:, 0] - stats.mean[:, -1]
+    assert tilt[chosen == 6][~unadapted[chosen == 6]].mean() > 2.0
+    assert abs(tilt[chosen == 0][~unadapted[chosen == 0]].mean()) < 1.0
+
+
+def test_corpus_shares_are_renormalised_over_present_corpora():
+    clips = [Clip(Path(f"r{i}"), "ravdess", "r", "angry") for i in range(3)]
+    clips += [Clip(Path(f"n{i}"), "nemo", "n", e) for i, e in enumerate(["sad", "sad", "angry", "angry"])]
+    cache = FeatureCache(clips, np.zeros((0, 1)), np.zeros((len(clips), N_VARIANTS + 1), np.int64), [])
+    weights = sampling_weights(cache, np.arange(len(clips)), {"ravdess": 0.45, "tess": 0.15, "nemo": 0.4})
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[:3].sum() == pytest.approx(0.45 / 0.85)
+    assert weights[3] == pytest.approx(weights[5])  # emotions equal within a corpus
+
+
+def test_band_warp_stretches_the_mel_axis():
+    rng = np.random.default_rng(2)
+    batch = np.tile(np.arange(CONFIG.n_mels, dtype=np.float32), (3, 10, 1))
+    assert np.allclose(warp_bands(batch, 0.0, rng), batch)
+    warped = warp_bands(batch, 0.1, rng)
+    ratio = warped[:, 0, 10:40] / batch[:, 0, 10:40]
+    assert np.all((ratio > 0.89) & (ratio < 1.11))
+    assert np.allclose(ratio, ratio[:, :1], atol=1e-4)  # one factor per window
+    assert not np.allclose(warped, batch)
+
+
+def test_restricted_predictions_merge_calm_into_neutral():
+    from streamer.training.evaluate import max_class_share, restricted_predictions
+
+    neutral, calm, angry, sad = (EMOTION_INDEX[e] for e in ("neutral", "calm", "angry", "sad"))
+    probs = np.zeros((3, 8))
+    probs[0, [calm, neutral, angry]] = [0.3, 0.25, 0.45]  # calm + neutral beat angry
+    probs[1, [calm, angry, sad]] = [0.5, 0.1, 0.4]  # calm counts as neutral
+    probs[2, [EMOTION_INDEX["disgust"], sad]] = [0.9, 0.1]  # disgust is not a test class
+    predicted = restricted_predictions(probs, [neutral, angry, sad])
+    assert predicted.tolist() == [neutral, neutral, sad]
+    assert max_class_share(predicted) == pytest.approx(2 / 3)
+
+
+def test_calibration_is_cross_fitted_and_helps_overconfident_folds():
+    from streamer.training.evaluate import calibrate
+    from streamer.training.trainer import WindowPredictions
+
+    rng = np.random.default_rng(3)
+    folds, truth = [], []
+    for _ in range(6):
+        labels = rng.integers(0, 8, 300)
+        logits = rng.normal(0, 1, (300, 8))
+        logits[np.arange(300), labels] += 1.0
+        sharp = np.exp(logits * 4)  # four times too confident
+        probs = sharp / sharp.sum(axis=1, keepdims=True)
+        folds.append(WindowPredictions(probs, np.arange(301), np.zeros(300)))
+        truth.append(labels)
+    result = calibrate(folds, truth)
+    assert 3.0 < result["temperature"] < 5.5
+    assert result["ece_after"] < result["ece_before"] / 2
