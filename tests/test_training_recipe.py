@@ -159,3 +159,15 @@ def test_calibration_is_cross_fitted_and_helps_overconfident_folds():
     result = calibrate(folds, truth)
     assert 3.0 < result["temperature"] < 5.5
     assert result["ece_after"] < result["ece_before"] / 2
+
+
+def test_mixup_keeps_each_windows_own_label_dominant():
+    from streamer.training.trainer import mixup
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(50, 5, 3)).astype(np.float32)
+    target = np.eye(8)[rng.integers(0, 8, 50)]
+    mixed, soft = mixup(x, target, 0.4, rng)
+    assert mixed.shape == x.shape and mixed.dtype == np.float32
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0)
+    assert np.all((soft * target).sum(axis=1) >= 0.5 - 1e-6)  # own label keeps at least half

@@ -361,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-adapt", action="store_true", help="train and score without speaker adaptation")
     parser.add_argument("--band-warp", type=float, default=TrainSettings.band_warp)
     parser.add_argument("--adversarial", type=float, default=TrainSettings.adversarial)
+    parser.add_argument("--mixup", type=float, default=TrainSettings.mixup)
     parser.add_argument(
         "--experiment", metavar="NAME", help="record results under metrics.json's experiments.NAME (tried recipes)"
     )
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         adapt=not args.no_adapt,
         band_warp=args.band_warp,
         adversarial=args.adversarial,
+        mixup=args.mixup,
     )
     if args.corpus_share:
         settings = replace(settings, corpus_share=tuple(zip(CORPORA, args.corpus_share)))

@@ -128,7 +128,9 @@ def _experiments(metrics: dict) -> str:
             r = loco.get(corpus)
             cells.append("—" if r is None else f"{_num(r['ua_cold'])} / {_num(r['ua_adapted'])}")
         changed = {
-            k: settings[k] for k in ("adapt", "band_warp", "adversarial", "corpus_share", "epochs") if k in settings
+            k: settings[k]
+            for k in ("adapt", "band_warp", "adversarial", "mixup", "corpus_share", "epochs")
+            if k in settings
         }
         cells.append(f"`{json.dumps(changed)}`")
         rows.append(cells)

@@ -43,6 +43,7 @@ class TrainSettings:
     adapt: bool = True  # speaker-adapted standardisation (else the population's only)
     band_warp: float = 0.0  # max relative stretch of the mel axis (VTLP-like), 0 = off
     adversarial: float = 0.0  # weight of a corpus classifier behind gradient reversal, 0 = off
+    mixup: float = 0.0  # Beta(a, a) mixup of windows and labels across the batch, 0 = off
 
 
 def sampling_weights(cache: FeatureCache, indices: np.ndarray, shares: dict[str, float]) -> np.ndarray:
@@ -176,6 +177,15 @@ def warp_bands(batch: np.ndarray, max_warp: float, rng: np.random.Generator) -> 
     return batch[rows, frames, low[:, None, :]] * (1 - frac) + batch[rows, frames, high[:, None, :]] * frac
 
 
+def mixup(x: np.ndarray, target: np.ndarray, alpha: float, rng: np.random.Generator):
+    """Each window blended with a random other (mostly of another corpus), labels alike."""
+    lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    lam = np.maximum(lam, 1 - lam)  # the window keeps the larger part: its own label dominates
+    other = rng.permutation(len(x))
+    mixed = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[other]
+    return mixed.astype(np.float32), lam[:, None] * target + (1 - lam[:, None]) * target[other]
+
+
 def spec_augment(batch: np.ndarray, rng: np.random.Generator) -> None:
     """In place: two frequency and two time masks per window (set to the mean, 0)."""
     count, frames, bands = batch.shape
@@ -239,6 +249,8 @@ def train_model(
         x = normalize_windows(x, config, window_stats)
         spec_augment(x, rng)
         target = keras.utils.to_categorical(y, len(EMOTIONS))
+        if settings.mixup > 0:
+            x, target = mixup(x, target, settings.mixup, rng)
         if adversarial:
             domain = np.array([corpora.index(cache.clips[i].corpus) for i in chosen])
             target = {"probs": target, "domain": keras.utils.to_categorical(domain, len(corpora))}
