@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -117,6 +118,24 @@ def blend_stats(population: FeatureStats, speaker: FeatureStats, weight: float |
     )
 
 
+class AdapterStep(NamedTuple):
+    """A channel's adaptation state right after one of its speech windows."""
+
+    count: float
+    total: np.ndarray
+    total_sq: np.ndarray
+    weight: float
+
+
+def stats_after(population: FeatureStats, steps: list[AdapterStep]) -> FeatureStats:
+    """Per-window statistics ``(len(steps), n_mels)`` from :meth:`SpeakerAdapter.add` steps.
+
+    Steps may come from different channels (the live worker batches them).
+    """
+    count, total, total_sq, weight = (np.array(v) for v in zip(*steps))
+    return blend_stats(population, speaker_stats(count, total, total_sq), weight)
+
+
 class SpeakerAdapter:
     """Adaptation state of one channel (one talker), carried between windows.
 
@@ -139,6 +158,12 @@ class SpeakerAdapter:
     def reset(self) -> None:
         self.moments = SpeakerMoments.empty(self.feature_config.n_mels)
 
+    def add(self, mean: np.ndarray, mean_sq: np.ndarray) -> AdapterStep:
+        """Add one speech window's moments (:func:`window_moments` rows); the state after it."""
+        self.moments.add(mean, mean_sq)
+        m = self.moments
+        return AdapterStep(m.count, m.total.copy(), m.total_sq.copy(), self.weight)
+
     def observe(self, windows: np.ndarray) -> FeatureStats:
         """Add speech windows ``(n, frames, n_mels)``; per-window stats ``(n, n_mels)``.
 
@@ -146,13 +171,7 @@ class SpeakerAdapter:
         statistics of the channel's speech so far, including itself.
         """
         mean, mean_sq = window_moments(windows, self.feature_config)
-        before = self.moments.count
-        n = np.arange(1, mean.shape[0] + 1, dtype=np.float64)
-        total = self.moments.total + np.cumsum(mean, axis=0)
-        total_sq = self.moments.total_sq + np.cumsum(mean_sq, axis=0)
-        self.moments.add(mean, mean_sq)
-        weights = self.config.max_weight * (before + n) / (before + n + self.config.prior_windows)
-        return blend_stats(self.population, speaker_stats(before + n, total, total_sq), weights)
+        return stats_after(self.population, [self.add(m, s) for m, s in zip(mean, mean_sq)])
 
     def stats_for_whole(self, windows: np.ndarray | Iterable[np.ndarray]) -> tuple[FeatureStats, float]:
         """Statistics for windows of a finished recording: all of its speech at once.

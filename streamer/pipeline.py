@@ -23,7 +23,7 @@ import numpy as np
 import soxr
 from threadpoolctl import threadpool_limits
 
-from streamer.adaptation import SpeakerAdapter, blend_stats, speaker_stats, window_moments
+from streamer.adaptation import SpeakerAdapter, stats_after, window_moments
 from streamer.features import FeatureConfig, FeatureStats, frame_features
 from streamer.messages import scores_message
 from streamer.ringbuffer import AudioRing
@@ -446,37 +446,26 @@ class AnalysisWorker(threading.Thread):
 
         ``frames`` are the speech windows of ``jobs``, in their order. Every
         job (silence too) gets ``adapted``, its channel's weight once it was
-        seen. The numbers equal each channel's ``SpeakerAdapter.observe`` of
-        its speech windows in time order (a test checks), but batched: one
-        moments computation and one blend for the whole batch instead of
-        some thirty small numpy calls per channel (a batch usually holds one
-        window per channel).
+        seen. Batched: one moments computation and one blend for the whole
+        batch (a batch usually holds one window per channel); the numbers
+        equal each channel's ``SpeakerAdapter.observe`` (a test checks).
         """
-        if self.max_adaptation <= 0:
+        if self.max_adaptation <= 0 or frames is None or not len(frames):
+            for job in jobs:
+                job.adapted = 0.0 if job.analyzer.adapters is None else job.analyzer.adapter(job).weight
             return None
-        n = 0 if frames is None else len(frames)
-        mean, mean_sq = window_moments(frames, self.model.config) if n else (None, None)
-        counts, weights = np.empty(n), np.empty(n)
-        totals, totals_sq = np.empty((n, self.model.config.n_mels)), np.empty((n, self.model.config.n_mels))
-        population = None
-        i = 0
+        mean, mean_sq = window_moments(frames, self.model.config)
+        steps, population = [], None
         for job in jobs:  # a channel's jobs come in time order (push and flush cut them so)
-            analyzer = job.analyzer
-            if analyzer.adapters is None:
-                analyzer.use_adapters(self.model.new_adapter)
-            adapter = analyzer.adapter(job)
+            if job.analyzer.adapters is None:
+                job.analyzer.use_adapters(self.model.new_adapter)
+            adapter = job.analyzer.adapter(job)
             if job.speech:
-                moments = adapter.moments
-                moments.add(mean[i], mean_sq[i])
-                counts[i], totals[i], totals_sq[i] = moments.count, moments.total, moments.total_sq
-                weights[i] = job.adapted = adapter.weight
-                population = adapter.population
-                i += 1
+                steps.append(adapter.add(mean[len(steps)], mean_sq[len(steps)]))
+                job.adapted, population = steps[-1].weight, adapter.population
             else:
                 job.adapted = adapter.weight
-        if not n:
-            return None
-        return blend_stats(population, speaker_stats(counts, totals, totals_sq), weights)
+        return stats_after(population, steps)
 
     def _classify_and_emit(self, jobs: list[WindowJob]) -> None:
         speech = [j for j in jobs if j.speech]
