@@ -123,19 +123,20 @@ def test_missing_model_is_one_line(tmp_path, files):
 
 
 def test_analyzer_feeds_the_model_what_the_feature_function_gives(model, speech_audio):
-    """Each window's probabilities equal the model on frame_features(window audio)."""
+    """Each window's probabilities equal the model on frame_features(window audio).
+
+    With the recording's speaker adaptation: the statistics of all its speech windows.
+    """
     result = analyze_audio(speech_audio, model)
     config = model.config
-    checked = 0
-    for w in result["windows"]:
-        if not w["speech"]:
-            continue
-        start = int(round(w["start"] * config.sample_rate))
-        frames = frame_features(speech_audio[start : start + config.window_samples], config)
-        direct = model.predict(frames[None])[0]
-        np.testing.assert_allclose(list(w["probs"].values()), direct, atol=2e-3)
-        checked += 1
-    assert checked >= 2
+    speech = [w for w in result["windows"] if w["speech"]]
+    starts = [int(round(w["start"] * config.sample_rate)) for w in speech]
+    frames = np.stack([frame_features(speech_audio[s : s + config.window_samples], config) for s in starts])
+    stats, adapted = model.new_adapter().stats_for_whole(frames)
+    assert result["adapted"] == round(adapted, 3)
+    direct = model.predict(frames, stats)
+    np.testing.assert_allclose([list(w["probs"].values()) for w in speech], direct, atol=2e-3)
+    assert len(speech) >= 2
 
 
 def speech_windows(result: dict, audio: np.ndarray, config) -> np.ndarray:

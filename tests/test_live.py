@@ -91,6 +91,14 @@ def test_input_files_stream_concurrently_and_page_is_served(start_analyzer, data
     assert done(messages), messages
     by_stream = {f.stem: speech_scores([m for m in messages if m["stream"] == f.stem]) for f in files}
     assert all(by_stream.values()), by_stream
+    # The shipped model adapts: each stream's weight grows from its first speech window, per stream.
+    limit = json.loads((ROOT / "models" / "config.json").read_text())["adaptation"]["max_weight"]
+    assert limit > 0
+    for scores in by_stream.values():
+        adapted = [m["adapted"] for m in scores]
+        assert adapted[0] > 0 and adapted[-1] < limit and adapted == sorted(set(adapted)), adapted
+    assert len(by_stream[files[0].stem]) >= 3  # the RAVDESS clip: several windows, so it grew
+    assert {m["adaptation"] for m in messages if m["type"] == "status"} == {limit}
 
     page = urllib.request.urlopen(analyzer.url + "/").read().decode()
     assert "uPlot.iife.min.js" in page and "app.js" in page
