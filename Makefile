@@ -14,11 +14,14 @@ train: setup        ## the shipped model into models/ (~3 min on 2 cores, +5 min
 evaluate: setup     ## models/metrics.json and models/MODEL_CARD.md (see the README for the time)
 	$(PY) -m streamer.training.evaluate
 
-# Recipes tried and dropped, leave-one-corpus-out only; recorded in metrics.json's "experiments".
+# Recipes tried and dropped, leave-one-corpus-out only (~20 min each on 2 cores);
+# recorded in metrics.json's "experiments" and the model card.
 experiments: setup
 	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment no_speaker_adaptation --no-adapt
 	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment band_warp_0.1 --band-warp 0.1
 	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment corpus_adversarial_0.1 --adversarial 0.1
+	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment mixup_0.4 --mixup 0.4
+	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment shares_50_10_40 --corpus-share 0.5 0.1 0.4
 
 test:
 	./test.sh
