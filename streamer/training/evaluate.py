@@ -121,11 +121,13 @@ class Evaluation:
         self.everything = np.arange(len(cache.clips))
         self.moments: ClipMoments | None = clip_moments(cache, config) if settings.adapt else None
         self.pooled: np.ndarray | None = None  # clip-pooled features for the linear baseline
+        # How "adapted" scores are computed: as served, or not at all for a model trained without it.
+        self.adaptation = ADAPTATION if settings.adapt else AdaptationConfig(max_weight=0.0)
 
     def save(self) -> None:
         self.metrics["feature_config"] = self.config.to_dict()
         self.metrics["train_settings"] = asdict(self.settings)
-        self.metrics["adaptation"] = ADAPTATION.to_dict()
+        self.metrics["adaptation"] = self.adaptation.to_dict()
         everything = self.metrics
         if self.experiment is not None:  # re-read: the shipped evaluation may have written meanwhile
             everything = json.loads(self.path.read_text()) if self.path.exists() else {}
@@ -142,8 +144,7 @@ class Evaluation:
         return train_model(self.cache, train, self.config, self.settings, label=label, moments=self.moments)
 
     def predict(self, model, stats, test, variant: int, sessions=None, adaptation: AdaptationConfig | None = None):
-        if adaptation is None:
-            adaptation = ADAPTATION if self.settings.adapt else AdaptationConfig(max_weight=0.0)
+        adaptation = adaptation or self.adaptation
         return predict_clips(model, self.cache, test, variant, self.config, stats, adaptation, sessions)
 
     def session_ids(self, test: np.ndarray, by_emotion: bool = False) -> np.ndarray:
