@@ -132,6 +132,9 @@ def stats_after(population: FeatureStats, steps: list[AdapterStep]) -> FeatureSt
 
     Steps may come from different channels (the live worker batches them).
     """
+    if not steps:
+        empty = np.zeros((0, population.mean.size), np.float32)
+        return FeatureStats(empty, empty)
     count, total, total_sq, weight = (np.array(v) for v in zip(*steps))
     return blend_stats(population, speaker_stats(count, total, total_sq), weight)
 

@@ -128,3 +128,9 @@ def test_reset_starts_afresh():
     again, fresh = a.observe(w), adapter().observe(w)
     np.testing.assert_array_equal(again.mean, fresh.mean)
     np.testing.assert_array_equal(again.std, fresh.std)
+
+
+def test_observing_no_windows_changes_nothing():
+    a = adapter()
+    stats = a.observe(np.zeros((0, FRAMES, MELS), np.float32))
+    assert stats.mean.shape == (0, MELS) and a.weight == 0.0
