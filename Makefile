@@ -8,7 +8,7 @@ PY := .venv/bin/python
 setup:
 	scripts/bootstrap.sh test
 
-train: setup        ## the shipped model into models/ (~3 min on 2 cores, +5 min feature cache once)
+train: setup        ## the shipped model into models/ (~3.5 min on 2 cores, +6 min feature cache once)
 	$(PY) -m streamer.training.train
 
 evaluate: setup     ## models/metrics.json and models/MODEL_CARD.md (see the README for the time)

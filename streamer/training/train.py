@@ -29,9 +29,8 @@ from streamer.training.trainer import TrainSettings, train_model
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 # Serving's adaptation: the talker's statistics weigh up to max_weight, half of it after
-# prior_windows speech windows (10 s of speech). max_weight from the leave-one-corpus-out sweep
-# (model card): beyond 0.25 single-emotion talkers lose more (TESS 0.47 -> 0.37 at 1.0) than
-# mixed sessions gain (at most +0.01).
+# prior_windows speech windows (10 s of speech). max_weight from the leave-one-corpus-out
+# sweep in the model card: beyond 0.25, single-emotion talkers lose more than mixed sessions gain.
 ADAPTATION = AdaptationConfig(prior_windows=20.0, max_weight=0.25)
 
 
