@@ -68,6 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     srv.add_argument("--max-upload-mb", type=float, default=50.0, help="upload limit of /api/analyze (default 50)")
     srv.add_argument(
+        "--max-upload-seconds",
+        type=float,
+        default=3600.0,
+        help="longest recording /api/analyze decodes; longer ones get 413 (default 3600)",
+    )
+    srv.add_argument(
         "--send-buffer-kb",
         type=int,
         default=256,
@@ -87,6 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--hop and --horizon must be positive")
     if not 0 < args.adapt_reset_s < float("inf"):  # also rejects nan
         p.error("--adapt-reset-s must be a positive number of seconds")
+    if not 0 < args.max_upload_seconds < float("inf"):
+        p.error("--max-upload-seconds must be a positive number of seconds")
     names = [n.strip() for n in args.channels.split(",")] if args.channels else ["mono"]
     if not all(names) or len(set(names)) != len(names) or not all(map(valid_name, names)):
         p.error("--channels needs distinct, non-empty names without '/', '+', '#' or spaces")
@@ -206,9 +214,10 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
 
     from streamer.analyze import analyze_source
 
-    app = create_app(
-        hub, lambda f: analyze_source(f, model, args.hop, upload_worker.predict), max_upload_mb=args.max_upload_mb
-    )
+    def analyze_upload(f):  # in a thread; refuses recordings over the limit before decoding them whole
+        return analyze_source(f, model, args.hop, upload_worker.predict, max_seconds=args.max_upload_seconds)
+
+    app = create_app(hub, analyze_upload, max_upload_mb=args.max_upload_mb)
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off"))
     server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below
     for sig in (signal.SIGINT, signal.SIGTERM):

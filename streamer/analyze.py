@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m streamer.analyze FILE... [--jsonl]
+    python -m streamer.analyze FILE... [--jsonl] [--max-seconds S]
 
 Each file is decoded (any libsndfile format, rate or channel count), cut
 into sliding windows covering the whole recording, speech-gated, and every
@@ -115,16 +115,23 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
 
 
 def analyze_source(
-    source: str | os.PathLike | BinaryIO, model: EmotionModel, hop_s: float | None = None, predict=None
+    source: str | os.PathLike | BinaryIO,
+    model: EmotionModel,
+    hop_s: float | None = None,
+    predict=None,
+    max_seconds: float | None = None,
 ) -> dict:
-    """Decode and analyse one file; raises :class:`AudioError` on bad input."""
-    return analyze_audio(load_audio(source, model.config.sample_rate), model, hop_s, predict)
+    """Decode and analyse one file; raises :class:`AudioError` on bad input.
+
+    ``max_seconds`` refuses longer recordings (:class:`AudioTooLong`) before decoding them whole.
+    """
+    return analyze_audio(load_audio(source, model.config.sample_rate, max_seconds), model, hop_s, predict)
 
 
-def analyze_file(path: str, model: EmotionModel, hop_s: float | None = None) -> dict:
+def analyze_file(path: str, model: EmotionModel, hop_s: float | None = None, max_seconds: float | None = None) -> dict:
     """Result object for one path: the analysis, or ``{"file", "error"}``."""
     try:
-        return {"file": path, **analyze_source(path, model, hop_s)}
+        return {"file": path, **analyze_source(path, model, hop_s, max_seconds=max_seconds)}
     except AudioError as exc:
         return {"file": path, "error": f"{exc}."}
     except MemoryError:
@@ -153,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jsonl", action="store_true", help="one JSON object per line per file")
     parser.add_argument("--hop", type=float, default=None, help="window hop in seconds (default 0.5)")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument(
+        "--max-seconds", type=float, default=None, help="refuse recordings longer than this (default: no limit)"
+    )
     args = parser.parse_args(argv)
+    if args.max_seconds is not None and not 0 < args.max_seconds < float("inf"):  # also rejects nan
+        parser.error("--max-seconds must be a positive number of seconds")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         model = EmotionModel(args.model_dir)  # loaded once for all files
@@ -162,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = False
     for path in args.files:
-        result = analyze_file(path, model, args.hop)
+        result = analyze_file(path, model, args.hop, args.max_seconds)
         failed |= "error" in result
         print(json.dumps(result) if args.jsonl else _summary_line(result), flush=True)
     return 1 if failed else 0

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from streamer.audio import AudioError
+from streamer.audio import AudioError, AudioTooLong, AudioUnsupported
 from streamer.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,10 @@ def create_app(
     """The web app around a hub and a file analyzer; the pipeline is run by the caller.
 
     ``analyze`` takes a binary file object and returns the analysis dict (it
-    runs in a thread); without it the upload API answers 503.
+    runs in a thread); without it the upload API answers 503. Its errors map
+    to statuses: :class:`AudioTooLong` (over its duration limit) 413,
+    :class:`AudioUnsupported` (decodable, implausible format) 422, any other
+    :class:`AudioError` (not decodable) 415.
     """
     app = FastAPI(
         title="Speech emotion analyzer",
@@ -144,9 +147,15 @@ def create_app(
         ),
         response_model=AnalysisResult,
         responses={
-            413: {"model": ErrorResponse, "description": "larger than the upload limit"},
+            413: {
+                "model": ErrorResponse,
+                "description": "larger than the upload limit, or longer than the duration limit",
+            },
             415: {"model": ErrorResponse, "description": "not audio, or not decodable"},
-            422: {"model": ErrorResponse, "description": "empty upload or missing 'file' field"},
+            422: {
+                "model": ErrorResponse,
+                "description": "empty upload, missing 'file' field, or an implausible sample rate or channel count",
+            },
             503: {"model": ErrorResponse, "description": "analysis unavailable"},
         },
         openapi_extra={
@@ -193,6 +202,10 @@ def create_app(
             async with uploads:
                 result = await asyncio.to_thread(analyze, fileobj)
             return {"file": name, **result}
+        except AudioTooLong as exc:
+            return _error(413, f"{exc}.")
+        except AudioUnsupported as exc:
+            return _error(422, f"{exc}.")
         except AudioError as exc:
             return _error(415, f"{exc}.")
         except _TooLarge:
