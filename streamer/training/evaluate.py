@@ -152,18 +152,33 @@ class Evaluation:
         return np.char.add(speakers, self.labels[test].astype(str)) if by_emotion else speakers
 
 
-def evaluate_clips(ev: Evaluation, model, stats, test: np.ndarray, variant: int = CLEAN, classes=None) -> dict:
-    """Cold, adapted and single-emotion-session scores of ``test`` clips."""
+def truth_of(ev: Evaluation, test: np.ndarray, classes: list[int] | None) -> np.ndarray:
+    """True labels of ``test``; over a corpus's shared ``classes``, calm counts as neutral."""
     truth = ev.labels[test].copy()
     if classes is not None:
         truth[truth == CALM] = NEUTRAL
+    return truth
+
+
+MODES = ("cold", "adapted", "single_emotion")
+
+
+def evaluate_clips(
+    ev: Evaluation,
+    model,
+    stats,
+    test: np.ndarray,
+    variant: int = CLEAN,
+    classes: list[int] | None = None,
+    modes: tuple[str, ...] = MODES,
+    adaptation: AdaptationConfig | None = None,
+) -> dict:
+    """Scores of ``test`` clips per mode: cold, adapted sessions, single-emotion sessions."""
+    truth = truth_of(ev, test, classes)
+    sessions = {"cold": None, "adapted": ev.session_ids(test), "single_emotion": ev.session_ids(test, True)}
     out = {}
-    for mode, sessions in (
-        ("cold", None),
-        ("adapted", ev.session_ids(test)),
-        ("single_emotion", ev.session_ids(test, by_emotion=True)),
-    ):
-        windows = ev.predict(model, stats, test, variant, sessions)
+    for mode in modes:
+        windows = ev.predict(model, stats, test, variant, sessions[mode], adaptation)
         probs = windows.clip_probs()
         predicted = probs.argmax(axis=1) if classes is None else restricted_predictions(probs, classes)
         out[mode] = {
@@ -193,18 +208,13 @@ def leave_one_corpus_out(ev: Evaluation) -> None:
         sweep = {}
         for weight in SWEEP_WEIGHTS:  # how far adaptation may go: mixed against single-emotion sessions
             adaptation = replace(ADAPTATION, max_weight=weight)
-            row = {}
-            for mode, sessions in (
-                ("ua_adapted", ev.session_ids(test)),
-                ("ua_single_emotion", ev.session_ids(test, True)),
-            ):
-                probs = ev.predict(model, stats, test, CLEAN, sessions, adaptation).clip_probs()
-                predicted = restricted_predictions(probs, classes)
-                truth = ev.labels[test].copy()
-                truth[truth == CALM] = NEUTRAL
-                row[mode] = summarize(truth, predicted)["ua"]
-                row[mode.replace("ua_", "max_class_share_")] = max_class_share(predicted)
-            sweep[str(weight)] = row
+            row = evaluate_clips(ev, model, stats, test, CLEAN, classes, ("adapted", "single_emotion"), adaptation)
+            sweep[str(weight)] = {
+                "ua_adapted": row["adapted"]["ua"],
+                "max_class_share_adapted": row["adapted"]["max_class_share"],
+                "ua_single_emotion": row["single_emotion"]["ua"],
+                "max_class_share_single_emotion": row["single_emotion"]["max_class_share"],
+            }
         results[held] = {
             "classes": [EMOTIONS[c] for c in classes],
             "train_corpora": sorted(set(ev.corpus[train].tolist())),
@@ -235,8 +245,7 @@ def linear_baseline(ev: Evaluation, train: np.ndarray, test: np.ndarray, classes
     """UA of the softmax-regression baseline, raw and with features standardised per speaker."""
     if ev.pooled is None:
         ev.pooled = pooled_features(ev.cache, ev.everything, ev.config)
-    truth = ev.labels[test].copy()
-    truth[truth == CALM] = NEUTRAL
+    truth = truth_of(ev, test, classes)
     weights = sampling_weights(ev.cache, train, dict(ev.settings.corpus_share))
     out = {}
     for name, x in (
