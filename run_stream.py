@@ -182,13 +182,14 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
     loop = asyncio.get_running_loop()
     hub = Hub(hop_s=args.hop, client_queue=args.client_queue)
     stop = asyncio.Event()
-    publishers = subscriber = None
+    publishers = subscriber = mqtt_stats = None
     if args.mqtt:
         from streamer import mqtt
 
         broker = mqtt.parse_broker_url(args.mqtt, args.mqtt_ca)
         if args.serve:
-            subscriber = asyncio.create_task(mqtt.subscribe(broker, args.mqtt_prefix, hub.publish, stop))
+            mqtt_stats = mqtt.SubscriberStats()
+            subscriber = asyncio.create_task(mqtt.subscribe(broker, args.mqtt_prefix, hub.publish, stop, mqtt_stats))
         else:
             publishers = mqtt.Publishers(
                 lambda stream: mqtt.StreamPublisher(
@@ -202,7 +203,10 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
             publishers.offer(message)
 
     bridge = LoopBridge(loop, dispatch)
-    hub.extra_stats = lambda: {"bridge_dropped": bridge.dropped}
+    hub.extra_stats = lambda: {
+        "bridge_dropped": bridge.dropped,
+        **({"mqtt_invalid": mqtt_stats.invalid} if mqtt_stats is not None else {}),
+    }
     workers = [AnalysisWorker(m, bridge.put, alerts=alerts) for m in worker_models(args, model, len(sources))]
     for i, source in enumerate(sources):
         workers[i % len(workers)].add(source)  # a stream stays on one worker: its state is not shared

@@ -79,12 +79,19 @@ class Hub:
         self.client_queue = client_queue
         self.dropped_total = 0  # by clients that have left, plus live ones via stats()
         self.published = 0
+        self.invalid = 0  # messages not encodable as strict JSON (NaN, Infinity), dropped
         self._closing = asyncio.Event()
         self.extra_stats: Callable[[], dict] = dict  # e.g. the worker->loop bridge's drops
 
     def publish(self, message: dict) -> None:
         """Store and fan out one message; call on the event loop thread."""
-        text = json.dumps(message, separators=(",", ":"))
+        try:
+            text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+        except (ValueError, TypeError) as exc:
+            self.invalid += 1
+            if self.invalid == 1 or self.invalid % 1000 == 0:
+                log.warning("%d messages not valid JSON dropped (%s)", self.invalid, exc)
+            return
         kind = message.get("type")
         if kind == "scores":
             key = (message["stream"], message["channel"])
@@ -111,6 +118,7 @@ class Hub:
             "clients": len(self._clients),
             "published": self.published,
             "dropped": self.dropped_total + sum(c.dropped for c in self._clients),
+            "invalid": self.invalid,
             "streams": sorted(self._status),
             **self.extra_stats(),
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,12 +74,83 @@ def mqtt_topic(prefix: str, message: dict) -> str:
     raise ValueError(f"no MQTT topic for message type {kind!r}")
 
 
-def validate_message(message: object) -> dict:
-    """Check a message that arrived from outside (MQTT) before it reaches dashboards."""
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_NAME_LEN = 128
+MAX_DEPTH = 16
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def _check_values(value: object, depth: int = 0) -> None:
+    """Every number finite, nesting bounded (iterates children, recursion limited by MAX_DEPTH)."""
+    if depth > MAX_DEPTH:
+        raise ValueError("nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("non-finite number")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_values(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_values(item, depth + 1)
+
+
+def _name(message: dict, key: str, expected: str | None) -> None:
+    value = message.get(key)
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_LEN:
+        raise ValueError(f"{key} must be a non-empty string of at most {MAX_NAME_LEN} characters")
+    if expected is not None and value != expected:
+        raise ValueError(f"{key} {value[:40]!r} does not match the topic's {expected[:40]!r}")
+
+
+def _check_probs(value: object, key: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be an object or null")
+    for name, p in value.items():
+        if name not in EMOTIONS:
+            raise ValueError(f"{key} has an unknown emotion")
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"{key} values must be numbers in [0, 1]")
+
+
+def validate_message(
+    message: object, stream: str | None = None, channel: str | None = None, kind: str | None = None
+) -> dict:
+    """Check a message that arrived from outside (MQTT) before it reaches dashboards.
+
+    ``message`` is the raw payload (bytes or str: size-checked, then parsed
+    strictly) or an already parsed object. ``stream``, ``channel`` and
+    ``kind`` are what the MQTT topic says; if given, the message must agree
+    (a publisher cannot speak for another stream). Raises ValueError with a
+    short reason; pure.
+    """
+    if isinstance(message, bytes | bytearray | str):
+        if len(message) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload over {MAX_PAYLOAD_BYTES} bytes")
+        try:
+            message = json.loads(message, parse_constant=_reject_constant)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        except UnicodeDecodeError:
+            raise ValueError("payload is not UTF-8") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc.msg})") from None
     if not isinstance(message, dict) or message.get("type") not in KINDS:
         raise ValueError("not a scores, status or alert message")
-    if not isinstance(message.get("stream"), str) or not message["stream"]:
-        raise ValueError("message has no stream")
-    if message["type"] != "status" and not isinstance(message.get("channel"), str):
-        raise ValueError("message has no channel")
+    if kind is not None and message["type"] != kind:
+        raise ValueError(f"a {message['type']} message on a {kind} topic")
+    _check_values(message)
+    _name(message, "stream", stream)
+    if message["type"] == "status":
+        if "state" in message and message["state"] not in STATES:
+            raise ValueError("unknown state")
+    else:
+        _name(message, "channel", channel)
+    if message["type"] == "scores":
+        _check_probs(message.get("probs"), "probs")
+        _check_probs(message.get("rolling"), "rolling")
     return message

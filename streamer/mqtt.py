@@ -85,7 +85,7 @@ def parse_broker_url(url: str, ca_file: str | None = None) -> Broker:
 
 
 def _dumps(message: dict) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
 class StreamPublisher:
@@ -117,6 +117,7 @@ class StreamPublisher:
         self.interval_s = interval_s
         self.connected = False
         self.alerts_dropped = 0
+        self.invalid_dropped = 0  # our own messages that are not valid JSON (NaN or Infinity)
         self.published = 0
         self._alerts: deque[dict] = deque()
         self._max_alerts = max_alerts
@@ -135,6 +136,15 @@ class StreamPublisher:
 
     # -- called on the event loop for every message of this stream ---------------
     def offer(self, message: dict) -> None:
+        try:
+            _dumps(message)
+        except (ValueError, TypeError) as exc:
+            self.invalid_dropped += 1
+            if self.invalid_dropped == 1 or self.invalid_dropped % 1000 == 0:
+                log.warning(
+                    "stream %s: %d unpublishable messages dropped (%s)", self.stream_id, self.invalid_dropped, exc
+                )
+            return
         kind = message["type"]
         if kind == "scores":
             self._latest_scores[message["channel"]] = message
@@ -253,8 +263,58 @@ class Publishers:
         await asyncio.gather(*(p.close(t) for p, t in self._by_stream.values()))
 
 
-async def subscribe(broker: Broker, prefix: str, deliver: Callable[[dict], None], stop: asyncio.Event) -> None:
-    """Feed every analyzer's messages from the broker to ``deliver`` until ``stop`` is set."""
+class SubscriberStats:
+    """Invalid messages the subscriber dropped, with a warning per stream at most once a minute."""
+
+    LOG_EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self.invalid = 0
+        self._last_log: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def drop(self, stream: str, topic: str, reason: str) -> None:
+        self.invalid += 1
+        now = time.monotonic()
+        last = self._last_log.get(stream)
+        if last is not None and now - last < self.LOG_EVERY_S:
+            self._unlogged[stream] = self._unlogged.get(stream, 0) + 1
+            return
+        if len(self._last_log) > 10_000:  # forged stream ids cannot grow this without bound
+            self._last_log.clear()
+            self._unlogged.clear()
+        self._last_log[stream] = now
+        more = self._unlogged.pop(stream, 0)
+        log.warning(
+            "dashboard: dropped an invalid message on %s: %s%s",
+            topic[:200],
+            reason,
+            f" (and {more} more from this stream in the last minute)" if more else "",
+        )
+
+
+def topic_parts(prefix: str, topic: str) -> tuple[str, str | None, str]:
+    """(stream, channel or None, kind) of ``<prefix>/<stream>[/<channel>]/<kind>``."""
+    rest = topic[len(prefix) + 1 :].split("/") if topic.startswith(prefix + "/") else []
+    if len(rest) == 2 and rest[1] == "status":
+        return rest[0], None, "status"
+    if len(rest) == 3 and rest[2] in ("scores", "alert"):
+        return rest[0], rest[1], rest[2]
+    raise ValueError("unexpected topic")
+
+
+async def subscribe(
+    broker: Broker,
+    prefix: str,
+    deliver: Callable[[dict], None],
+    stop: asyncio.Event,
+    stats: SubscriberStats | None = None,
+) -> None:
+    """Feed every analyzer's valid messages from the broker to ``deliver`` until ``stop`` is set.
+
+    Invalid messages are dropped and counted in ``stats``; no payload ends the loop.
+    """
+    stats = stats if stats is not None else SubscriberStats()
     filters = [(f"{prefix}/+/+/scores", 0), (f"{prefix}/+/+/alert", 1), (f"{prefix}/+/status", 1)]
     backoff = 1.0
     connected = False
@@ -266,10 +326,7 @@ async def subscribe(broker: Broker, prefix: str, deliver: Callable[[dict], None]
                 log.warning("dashboard: subscribed to %s/# on %s", prefix, broker)
                 connected, backoff = True, 1.0
                 async for message in client.messages:
-                    try:
-                        deliver(validate_message(json.loads(message.payload)))
-                    except (ValueError, TypeError) as exc:
-                        log.warning("ignoring a message on %s: %s", message.topic.value, exc)
+                    _handle(message, prefix, deliver, stats)
         except aiomqtt.MqttError as exc:
             if connected or backoff == 1.0:
                 log.warning("dashboard: MQTT broker %s unreachable (%s); retrying with backoff", broker, exc)
@@ -277,3 +334,24 @@ async def subscribe(broker: Broker, prefix: str, deliver: Callable[[dict], None]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+def _handle(message: aiomqtt.Message, prefix: str, deliver: Callable[[dict], None], stats: SubscriberStats) -> None:
+    topic = message.topic.value
+    try:
+        stream, channel, kind = topic_parts(prefix, topic)
+    except ValueError as exc:
+        stats.drop("", topic, str(exc))
+        return
+    try:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray | str):
+            raise ValueError("payload is not text")
+        valid = validate_message(payload, stream, channel, kind)
+    except Exception as exc:  # whatever a payload does, the subscriber goes on
+        stats.drop(stream, topic, str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
+        return
+    try:
+        deliver(valid)
+    except Exception:
+        log.exception("dashboard: could not deliver a message from %s", topic[:200])

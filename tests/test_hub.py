@@ -99,3 +99,12 @@ def test_loop_bridge_is_bounded_and_ordered():
         assert got[-1] == {"i": 100}
 
     asyncio.run(main())
+
+
+def test_messages_with_nan_are_dropped_and_counted_not_sent():
+    hub = Hub()
+    hub.publish(status_message("s", "dev", "running", 0, 0, level=float("nan")))
+    hub.publish(scores(0.5) | {"latency_ms": float("inf")})
+    hub.publish(status_message("s", "dev", "running", 0, 1))
+    assert hub.stats()["invalid"] == 2 and hub.published == 1
+    assert [json.loads(s)["windows"] for s in hub.snapshot()] == [1]

@@ -104,3 +104,48 @@ def test_supervisor_dashboard_aggregates_two_analyzers(mosquitto, start_analyzer
     status = json.loads(urllib.request.urlopen(dashboard.url + "/api/status").read())
     assert {s["stream"] for s in status["streams"]} >= streams
     assert dashboard.stop() == 0
+
+
+def test_supervisor_drops_poison_payloads_and_keeps_going(mosquitto, start_analyzer):
+    import paho.mqtt.client as paho
+
+    dashboard = start_analyzer(["--serve", "--mqtt", mosquitto.url])
+    deadline = time.monotonic() + 30
+    while "subscribed to" not in dashboard.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "subscribed to" in dashboard.output()
+
+    def status(stream: str, windows: str = "3") -> str:
+        return (
+            f'{{"type":"status","stream":"{stream}","source":"x","state":"running",'
+            f'"overruns":0,"windows":{windows},"online":true}}'
+        )
+
+    poison = [
+        ("emotion/deep/status", "[" * 100_000),
+        ("emotion/nan-stream/status", status("nan-stream", "NaN")),
+        ("emotion/forger/status", status("victim")),  # a publisher speaking for another stream
+    ]
+    publisher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    publisher.connect("127.0.0.1", mosquitto.port)
+    publisher.loop_start()
+    try:
+        for topic, payload in [*poison, ("emotion/good-stream/status", status("good-stream"))]:
+            publisher.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+
+    messages = read_messages(dashboard.ws_url, lambda ms: any(m["stream"] == "good-stream" for m in ms), timeout=30)
+    assert any(m["stream"] == "good-stream" for m in messages)
+    assert not {m["stream"] for m in messages} & {"deep", "nan-stream", "victim", "forger"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status_json = json.loads(urllib.request.urlopen(dashboard.url + "/api/status").read())
+        if status_json["hub"]["mqtt_invalid"] >= len(poison):
+            break
+        time.sleep(0.05)
+    assert status_json["hub"]["mqtt_invalid"] == len(poison)
+    assert {s["stream"] for s in status_json["streams"]} == {"good-stream"}
+    assert "dropped an invalid message" in dashboard.output() and "Traceback" not in dashboard.output()
+    assert dashboard.stop() == 0

@@ -1,0 +1,112 @@
+"""validate_message: what the supervisor accepts from the MQTT broker."""
+
+import json
+
+import pytest
+
+from streamer.messages import MAX_PAYLOAD_BYTES, validate_message
+
+
+def scores(**over) -> dict:
+    return {
+        "type": "scores",
+        "stream": "desk-17",
+        "channel": "caller",
+        "t": 1.5,
+        "speech": True,
+        "probs": {"angry": 0.7, "calm": 0.3},
+        "rolling": {"angry": 0.6, "calm": 0.4},
+        "top": "angry",
+        "latency_ms": 12.5,
+        "adapted": 0.0,
+        **over,
+    }
+
+
+def status(**over) -> dict:
+    return {"type": "status", "stream": "desk-17", "source": "pulse", "state": "running", "windows": 3, **over}
+
+
+def check(payload, stream="desk-17", channel="caller", kind=None):
+    if isinstance(payload, dict):
+        payload = json.dumps(payload)
+    return validate_message(payload, stream, channel, kind)
+
+
+def test_valid_messages_pass():
+    assert check(scores(), kind="scores")["probs"]["angry"] == 0.7
+    assert check(scores(speech=False, probs=None, rolling=None))["speech"] is False
+    assert check(status(), channel=None, kind="status")["windows"] == 3
+    assert check(status(state="offline", online=False), channel=None)["state"] == "offline"
+    alert = {"type": "alert", "stream": "desk-17", "channel": "caller", "rule": "r", "score": 0.8, "state": "raised"}
+    assert check(alert, kind="alert")["rule"] == "r"
+    assert validate_message(scores())["stream"] == "desk-17"  # parsed dict, no topic
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_rejected(constant):
+    with pytest.raises(ValueError, match="not a number"):
+        check(json.dumps(status()).replace('"windows": 3', f'"windows": {constant}'), channel=None)
+    with pytest.raises(ValueError, match="not a number"):
+        check(json.dumps(scores()).replace('"t": 1.5', f'"t": [{{"x": {constant}}}]'))
+    with pytest.raises(ValueError, match="non-finite"):  # an already parsed dict with a float nan
+        validate_message(scores(latency_ms=float("nan")))
+
+
+def test_huge_nesting_and_oversized_payloads_are_rejected():
+    with pytest.raises(ValueError, match="bytes"):
+        check("[" * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        check("[" * (MAX_PAYLOAD_BYTES - 1))  # within the size limit: json's RecursionError is caught
+    with pytest.raises(ValueError, match="nested too deeply"):
+        check(json.dumps(status(extra=json.loads("[" * 20 + "]" * 20))), channel=None)
+    with pytest.raises(ValueError, match="bytes"):
+        check(status(source="x" * MAX_PAYLOAD_BYTES), channel=None)
+    with pytest.raises(ValueError, match="not JSON"):
+        check("{")
+    for garbage in (b"\xff\xfe", b"\x80{}", b""):
+        with pytest.raises(ValueError):
+            check(garbage)
+
+
+def test_stream_and_channel_must_match_the_topic():
+    with pytest.raises(ValueError, match="stream"):
+        check(scores(stream="desk-18"))
+    with pytest.raises(ValueError, match="channel"):
+        check(scores(channel="agent"))
+    with pytest.raises(ValueError, match="stream"):
+        check(status(stream="x" * 129), stream=None, channel=None)
+    for bad in ("", None, 5):
+        with pytest.raises(ValueError, match="stream"):
+            check(status(stream=bad), stream=None, channel=None)
+        with pytest.raises(ValueError, match="channel"):
+            check(scores(channel=bad), channel=None)
+    with pytest.raises(ValueError, match="topic"):
+        check(status(), channel=None, kind="scores")
+
+
+@pytest.mark.parametrize(
+    "probs", [{"angry": 1.5}, {"angry": -0.1}, {"rage": 0.5}, {"angry": "0.5"}, {"angry": True}, [0.5]]
+)
+def test_probabilities_must_be_known_emotions_in_0_1(probs):
+    with pytest.raises(ValueError, match="probs"):
+        check(scores(probs=probs))
+    with pytest.raises(ValueError, match="rolling"):
+        check(scores(rolling=probs))
+
+
+def test_unknown_type_and_state_are_rejected():
+    for bad in ([], "x", 3, {"type": "command", "stream": "desk-17"}, {"stream": "desk-17"}):
+        with pytest.raises(ValueError, match="not a scores"):
+            check(bad if isinstance(bad, dict) else json.dumps(bad))
+    with pytest.raises(ValueError, match="state"):
+        check(status(state="hacked"), channel=None)
+
+
+def test_publisher_drops_our_own_messages_with_nan():
+    from streamer.mqtt import StreamPublisher, parse_broker_url
+
+    publisher = StreamPublisher(parse_broker_url("mqtt://localhost"), "emotion", "desk-17")
+    publisher.offer(scores(latency_ms=float("nan")))
+    publisher.offer(scores())
+    assert publisher.invalid_dropped == 1 and publisher._latest_scores["caller"]["latency_ms"] == 12.5
