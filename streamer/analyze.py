@@ -73,18 +73,19 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
     step = config.hop_length
     starts = [f * step for f in window_starts(frames.shape[0], n_frames, hop // step)]
     speech_starts = [s for s in starts if tracker.is_speech(s, s + length)]
+    chunks = range(0, len(speech_starts), PREDICT_CHUNK)
+
+    def speech_windows(i: int) -> np.ndarray:  # chunk by chunk: a long call is never stacked whole
+        return np.stack([frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]])
+
     # Speaker adaptation: the recording's whole speech is known, so every window gets its statistics.
     stats, adapted = None, (0.0 if speech_starts else None)
     if speech_starts and model.adaptation.max_weight > 0:
-        batches = (
-            np.stack([frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]])
-            for i in range(0, len(speech_starts), PREDICT_CHUNK)
-        )
-        stats, adapted = model.new_adapter().stats_for_whole(batches)
+        stats, adapted = model.new_adapter().stats_for_whole(speech_windows(i) for i in chunks)
     probs = np.zeros((len(speech_starts), len(model.labels)), np.float32)
-    for i in range(0, len(speech_starts), PREDICT_CHUNK):
-        batch = [frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]]
-        probs[i : i + len(batch)] = (predict or model.predict)(np.stack(batch), stats)
+    for i in chunks:
+        batch = speech_windows(i)
+        probs[i : i + len(batch)] = (predict or model.predict)(batch, stats)
 
     duration = audio.size / config.sample_rate
     windows = []

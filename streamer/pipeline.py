@@ -322,13 +322,10 @@ class AnalysisWorker(threading.Thread):
             return False
         if future.set_running_or_notify_cancel():
             try:
-                future.set_result(self._predict(frames, stats))
+                future.set_result(self.model.predict(frames, stats))
             except Exception as exc:
                 future.set_exception(exc)
         return True
-
-    def _predict(self, frames: np.ndarray, stats: FeatureStats | None) -> np.ndarray:
-        return self.model.predict(frames) if stats is None else self.model.predict(frames, stats)
 
     @property
     def max_adaptation(self) -> float:
@@ -474,7 +471,7 @@ class AnalysisWorker(threading.Thread):
             frames = np.stack([j.frames for j in speech]) if speech else None
             stats = self._adapt(jobs, frames)
             if speech:
-                probs = dict(zip(map(id, speech), self._predict(frames, stats)))
+                probs = dict(zip(map(id, speech), self.model.predict(frames, stats)))
         except Exception:
             log.exception("model failed on a batch of %d windows", len(speech))
         for job in jobs:

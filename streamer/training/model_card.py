@@ -136,11 +136,7 @@ def _experiments(metrics: dict) -> str:
     rows = []
     for name, block in metrics.get("experiments", {}).items():
         loco = block.get("leave_one_corpus_out", {})
-        cells = [f"`{name}`"]
-        for corpus in ("ravdess", "tess", "nemo"):
-            r = loco.get(corpus)
-            cells.append("—" if r is None else f"{_num(r['ua_cold'])} / {_num(r['ua_adapted'])}")
-        cells.append(_num(_mean_adapted(loco)))
+        cells = [f"`{name}`", *_loco_cells(loco), _num(_mean_adapted(loco))]
         changed = {k: v for k, v in block.get("train_settings", {}).items() if shipped.get(k) != v}
         if block.get("adaptation") != metrics.get("adaptation"):  # adapted UA scored with another limit
             changed["scored at max_weight"] = block.get("adaptation", {}).get("max_weight")
