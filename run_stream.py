@@ -19,16 +19,48 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+import os
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 log = logging.getLogger("run_stream")
+TOKEN_ENV = "EMOTION_TOKEN"  # as streamer.access (not imported before the arguments are parsed)
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes get one line (the usage is in --help), like every other startup error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SystemExit(fail(f"{message} (see --help)"))
+
+
+def number(kind: type, minimum: float = 0.0, inclusive: bool = False, what: str | None = None):
+    """An argparse type: a finite ``kind`` above ``minimum`` (or at least it, if ``inclusive``)."""
+    what = what or f"{'an integer' if kind is int else 'a number'} {'>=' if inclusive else '>'} {minimum:g}"
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'")
+        return value
+
+    return convert
+
+
+POSITIVE = number(float)
+COUNT = number(int, 1, inclusive=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = OneLineErrors(
         prog="run_stream.py",
         description="Live speech-emotion analyzer with a web dashboard.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -48,53 +80,76 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--serve", action="store_true", help="capture nothing: serve the dashboard (with --mqtt: of all analyzers)"
     )
     ana = p.add_argument_group("analysis")
-    ana.add_argument("--window", type=float, help="window length in seconds (must match the model's, 2.0)")
-    ana.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
-    ana.add_argument("--horizon", type=float, default=4.0, help="seconds of speech the rolling scores average")
+    ana.add_argument("--window", type=POSITIVE, help="window length in seconds (must match the model's, 2.0)")
+    ana.add_argument("--hop", type=POSITIVE, default=0.5, help="seconds between windows (default 0.5)")
+    ana.add_argument("--horizon", type=POSITIVE, default=4.0, help="seconds of speech the rolling scores average")
     ana.add_argument(
         "--adapt-reset-s",
-        type=float,
+        type=POSITIVE,
         default=30.0,
         help="seconds without speech on a channel after which its speaker adaptation starts afresh "
         "(a new call; default 30)",
     )
     ana.add_argument("--model-dir", type=Path, help="folder of the trained model (default: models/)")
-    ana.add_argument("--workers", type=int, help="analysis threads, each with its own model (default: one per core)")
+    ana.add_argument("--workers", type=COUNT, help="analysis threads, each with its own model (default: one per core)")
     srv = p.add_argument_group("server")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     srv.add_argument(
-        "--client-queue", type=int, default=2000, help="messages a slow dashboard may lag before its oldest are dropped"
+        "--port", type=number(int, 0, True, "a port, 0-65535"), default=8765, help="port (default 8765; 0: any free)"
     )
-    srv.add_argument("--max-upload-mb", type=float, default=50.0, help="upload limit of /api/analyze (default 50)")
+    srv.add_argument(
+        "--client-queue",
+        type=COUNT,
+        default=2000,
+        help="messages a slow dashboard may lag before its oldest are dropped",
+    )
+    srv.add_argument("--max-upload-mb", type=POSITIVE, default=50.0, help="upload limit of /api/analyze (default 50)")
     srv.add_argument(
         "--max-upload-seconds",
-        type=float,
+        type=POSITIVE,
         default=3600.0,
         help="longest recording /api/analyze decodes; longer ones get 413 (default 3600)",
     )
     srv.add_argument(
         "--send-buffer-kb",
-        type=int,
+        type=COUNT,
         default=256,
         help="kernel send buffer per connection: bounds what a stalled dashboard holds (default 256)",
     )
+    srv.add_argument(
+        "--concurrent-uploads", type=COUNT, default=2, help="uploads received and analysed at once; more get 503"
+    )
+    srv.add_argument(
+        "--upload-read-timeout",
+        type=POSITIVE,
+        default=30.0,
+        help="seconds an upload's body may stall (and ten times that in all) before 408 (default 30)",
+    )
+    acc = p.add_argument_group("access (needed when --host is not loopback)")
+    acc.add_argument("--token-file", type=Path, metavar="FILE", help=f"the access token (or ${TOKEN_ENV})")
+    acc.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another web origin allowed to open /ws, e.g. https://wall.example:8443 (repeatable)",
+    )
+    acc.add_argument("--certfile", type=Path, help="TLS certificate (PEM): serve https and wss")
+    acc.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
     mq = p.add_argument_group("MQTT and alerts")
     mq.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:pass@]host[:port] or mqtts://…")
     mq.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for mqtts://")
     mq.add_argument("--mqtt-prefix", default="emotion", help="topic prefix (default: emotion)")
-    mq.add_argument("--mqtt-interval", type=float, default=1.0, help="seconds between scores per channel (default 1)")
+    mq.add_argument(
+        "--mqtt-interval", type=POSITIVE, default=1.0, help="seconds between scores per channel (default 1)"
+    )
     mq.add_argument("--mqtt-spool", type=Path, metavar="DIR", help="keep undelivered alerts in files here")
     mq.add_argument("--alert", action="append", default=[], metavar="RULE", help='e.g. "caller:angry>=0.6 for 5s"')
     mq.add_argument("--alerts", type=Path, metavar="FILE", help="alert rules from a TOML file")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
-    if args.hop <= 0 or args.horizon <= 0:
-        p.error("--hop and --horizon must be positive")
-    if not 0 < args.adapt_reset_s < float("inf"):  # also rejects nan
-        p.error("--adapt-reset-s must be a positive number of seconds")
-    if not 0 < args.max_upload_seconds < float("inf"):
-        p.error("--max-upload-seconds must be a positive number of seconds")
+    if args.port > 65535:
+        p.error(f"argument --port: must be a port, 0-65535, got '{args.port}'")
     names = [n.strip() for n in args.channels.split(",")] if args.channels else ["mono"]
     if not all(names) or len(set(names)) != len(names) or not all(map(valid_name, names)):
         p.error("--channels needs distinct, non-empty names without '/', '+', '#' or spaces")
@@ -169,27 +224,54 @@ def bind(host: str, port: int, send_buffer_kb: int) -> socket.socket:
     return sock
 
 
-async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
+SHUTDOWN_BUDGET_S = 5.0  # SIGTERM to exit, whatever clients and uploads do
+
+
+def force_exit(reason: str, code: int) -> NoReturn:
+    print(f"error: {reason}; exiting now", file=sys.stderr, flush=True)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(code)
+
+
+def begin_shutdown(stop: asyncio.Event) -> None:
+    """First signal: an orderly stop within the budget (a timer enforces it); second: exit at once."""
+    if stop.is_set():
+        force_exit("interrupted again during shutdown", 130)
+        return  # (only reached when a test replaces os._exit)
+    stop.set()
+    timer = threading.Timer(SHUTDOWN_BUDGET_S - 0.3, force_exit, (f"shutdown took over {SHUTDOWN_BUDGET_S:g} s", 1))
+    timer.daemon = True
+    timer.start()
+
+
+async def serve(args, model, sources, sock: socket.socket, alerts, access) -> None:
     import contextlib
 
     import uvicorn
 
+    from streamer import metrics
+    from streamer.analyze import analyze_source
     from streamer.hub import Hub, LoopBridge
-    from streamer.pipeline import AnalysisWorker
     from streamer.server import create_app
     from streamer.sources import FileSource
+    from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
+    from streamer.worker import AnalysisWorker
 
     loop = asyncio.get_running_loop()
     hub = Hub(hop_s=args.hop, client_queue=args.client_queue)
     stop = asyncio.Event()
-    publishers = subscriber = mqtt_stats = None
+    task_restarts = TaskRestarts()
+    tasks: list[asyncio.Task] = []
+    publishers = mqtt_stats = None
     if args.mqtt:
         from streamer import mqtt
 
         broker = mqtt.parse_broker_url(args.mqtt, args.mqtt_ca)
         if args.serve:
             mqtt_stats = mqtt.SubscriberStats()
-            subscriber = asyncio.create_task(mqtt.subscribe(broker, args.mqtt_prefix, hub.publish, stop, mqtt_stats))
+            subscribe = lambda: mqtt.subscribe(broker, args.mqtt_prefix, hub.publish, stop, mqtt_stats)  # noqa: E731
+            tasks.append(asyncio.create_task(keep_running("the MQTT subscriber", subscribe, stop, task_restarts)))
         else:
             publishers = mqtt.Publishers(
                 lambda stream: mqtt.StreamPublisher(
@@ -203,10 +285,6 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
             publishers.offer(message)
 
     bridge = LoopBridge(loop, dispatch)
-    hub.extra_stats = lambda: {
-        "bridge_dropped": bridge.dropped,
-        **({"mqtt_invalid": mqtt_stats.invalid} if mqtt_stats is not None else {}),
-    }
     workers = [AnalysisWorker(m, bridge.put, alerts=alerts) for m in worker_models(args, model, len(sources))]
     for i, source in enumerate(sources):
         workers[i % len(workers)].add(source)  # a stream stays on one worker: its state is not shared
@@ -214,18 +292,55 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
             source.start()
     for worker in workers:
         worker.start()
-    upload_worker = workers[0]  # also runs the model for uploads, between its live batches
-
-    from streamer.analyze import analyze_source
+    supervisor = WorkerSupervisor(workers)
+    uploads = workers[0].uploads  # the first worker also runs the model for uploads, between its live batches
 
     def analyze_upload(f):  # in a thread; refuses recordings over the limit before decoding them whole
-        return analyze_source(f, model, args.hop, upload_worker.predict, max_seconds=args.max_upload_seconds)
+        def predict(frames, stats):
+            return uploads.predict(frames, stats)
 
-    app = create_app(hub, analyze_upload, max_upload_mb=args.max_upload_mb)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off"))
+        return analyze_source(f, model, args.hop, predict, max_seconds=args.max_upload_seconds)
+
+    def counters() -> dict:
+        steps = [w.step for w in supervisor.workers]
+        return {
+            "errors": sum(s.errors for s in steps),
+            "restarts": supervisor.restarts + task_restarts.count,
+            "bridge_dropped": bridge.dropped,
+            **({"mqtt_invalid": mqtt_stats.invalid} if mqtt_stats is not None else {}),
+        }
+
+    def snapshot() -> metrics.Snapshot:
+        steps = [w.step for w in supervisor.workers]
+        hub_stats = hub.stats()
+        count = counters()
+        return metrics.Snapshot(
+            windows_scored=sum(s.windows for s in steps),
+            errors=count["errors"],
+            restarts=count["restarts"],
+            overruns=sum(s.ring.overruns + getattr(s, "overflows", 0) for s in sources),
+            dropped={
+                "dashboard_client": hub_stats["dropped"],
+                "worker_to_loop": bridge.dropped,
+                "not_json": hub_stats["invalid"],
+                **({"mqtt_invalid_in": mqtt_stats.invalid} if mqtt_stats is not None else {}),
+            },
+            clients=hub_stats["clients"],
+            streams=len(hub_stats["streams"]),
+            latencies=[s.latency for s in steps],
+        )
+
+    hub.extra_stats = counters
+    app = create_app(hub, analyze_upload, max_upload_mb=args.max_upload_mb, metrics=metrics.collector(snapshot))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off", timeout_graceful_shutdown=1))
     server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, begin_shutdown, stop)
+
+    async def housekeeping() -> None:
+        while True:
+            supervisor.check()
+            await asyncio.sleep(1.0)
 
     async def stop_when_files_done() -> None:
         while not all(getattr(s, "finished", False) for s in sources):
@@ -233,27 +348,34 @@ async def serve(args, model, sources, sock: socket.socket, alerts) -> None:
         await asyncio.sleep(args.hop * 2)  # let the last statuses go out
         stop.set()
 
-    tasks = [asyncio.create_task(server.serve(sockets=[sock]))]
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    tasks.append(asyncio.create_task(housekeeping()))
     if args.input and args.exit_when_done:
         tasks.append(asyncio.create_task(stop_when_files_done()))
     host, port = sock.getsockname()[:2]
-    print(f"dashboard: http://{host}:{port}/  (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    await asyncio.wait([asyncio.create_task(stop.wait()), tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+    scheme = "https" if access.tls else "http"
+    needs = "; open it once with ?token=<token>" if access.token else ""
+    print(f"dashboard: {scheme}://{host}:{port}/  (Ctrl-C to stop{needs})", file=sys.stderr, flush=True)
+    await asyncio.wait([asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
 
-    # Shutdown: stop capture, finish the windows in flight, close clients, exit.
+    # Shutdown, each step bounded (SHUTDOWN_BUDGET_S in all): stop capture, finish the
+    # windows in flight, fail waiting uploads, flush MQTT, close clients, stop the server.
+    for task in tasks:
+        task.cancel()
+    app.state.closing.set()  # uploads still arriving end with 503
     for source in sources:
         source.stop()
-    await asyncio.gather(*(loop.run_in_executor(None, w.stop) for w in workers))
-    await asyncio.sleep(0.1)  # deliver what the worker emitted last
+    uploads.close()
+    await asyncio.gather(*(asyncio.to_thread(w.stop, 1.5) for w in supervisor.workers))
+    await asyncio.sleep(0.05)  # deliver what the workers emitted last
     if publishers is not None:
         await publishers.close()
-    if subscriber is not None:
-        subscriber.cancel()
-        await asyncio.gather(subscriber, return_exceptions=True)
-    hub.close()
-    await asyncio.sleep(0.2)  # let clients get a 1001 "going away" close before the server stops
-    server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
+    hub.close()
+    await asyncio.sleep(0.1)  # let clients get a 1001 "going away" close before the server stops
+    server.should_exit = True
+    await asyncio.gather(serving, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +387,21 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_devices())
         return 0
 
+    from streamer.access import mqtt_plaintext_warning, resolve_access
+
+    try:
+        access = resolve_access(args.host, args.token_file, os.environ, args.allow_origin, args.certfile, args.keyfile)
+        alerts = load_alerts(args)
+        if args.mqtt:
+            from streamer.mqtt import parse_broker_url
+
+            broker = parse_broker_url(args.mqtt, args.mqtt_ca)
+            warning = mqtt_plaintext_warning(bool(broker.username or broker.password), broker.tls, broker.hostname)
+            if warning:
+                print(warning, file=sys.stderr)
+    except ValueError as exc:
+        return fail(str(exc))
+
     from streamer.runtime import DEFAULT_MODEL_DIR, EmotionModel, ModelError
 
     try:
@@ -273,14 +410,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     if args.window is not None and abs(args.window - model.config.window_s) > 1e-9:
         return fail(f"the model classifies {model.config.window_s} s windows; --window {args.window} needs retraining")
-    try:
-        alerts = load_alerts(args)
-        if args.mqtt:
-            from streamer.mqtt import parse_broker_url
-
-            parse_broker_url(args.mqtt, args.mqtt_ca)
-    except ValueError as exc:
-        return fail(str(exc))
     if args.mqtt_ca and not Path(args.mqtt_ca).is_file():
         return fail(f"--mqtt-ca: no such file '{args.mqtt_ca}'")
     if args.mqtt_spool:
@@ -288,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     model.warm_up()
     sock = bind(args.host, args.port, args.send_buffer_kb)
     sources = [] if args.serve else build_sources(args, model.config)
-    asyncio.run(serve(args, model, sources, sock, alerts))
+    asyncio.run(serve(args, model, sources, sock, alerts, access))
     return 0
 
 

@@ -104,10 +104,13 @@ function onStatus(msg) {
   const latency = msg.latency_ms == null ? "—" : `${msg.latency_ms.toFixed(1)} ms`;
   el(".stats", stream.el).textContent =
     `windows ${msg.windows ?? 0} · latency ${latency} · overruns ${msg.overruns ?? 0}` +
-    (msg.lost_s ? ` (${msg.lost_s} s lost)` : "");
+    (msg.lost_s ? ` (${msg.lost_s} s lost)` : "") +
+    (msg.errors ? ` · ${msg.errors} failed batches` : "");
+  // A device error, else the last analysis error (the stream goes on; the count says how often).
+  const problem = msg.error || (msg.errors ? `last analysis error: ${msg.last_error || "unknown"}` : "");
   const error = el(".error", stream.el);
-  error.hidden = !msg.error;
-  error.textContent = msg.error || "";
+  error.hidden = !problem;
+  error.textContent = problem;
   stream.el.dataset.state = msg.state;
   const adaptation = Number(msg.adaptation) || 0;
   if (adaptation !== stream.adaptation) {

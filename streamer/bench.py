@@ -51,6 +51,10 @@ def _start_offset_s(stream_index: int, ramp_s: float) -> float:
     return (stream_index % ticks) * TICK_S if ticks else 0.0
 
 
+class BenchError(RuntimeError):
+    """A measurement that could not be made: the benchmark fails instead of reporting a number."""
+
+
 def _speech_like(seconds: float, seed: int) -> np.ndarray:
     """A test signal: a clip from $EMOTION_DATA_DIR if present, else voiced synthetic bursts."""
     rng = np.random.default_rng(seed)
@@ -83,8 +87,9 @@ def _stats(values: list[float]) -> dict:
 
 
 def per_window(model, windows: int) -> dict:
-    from streamer.pipeline import AnalysisWorker, StreamAnalyzer
+    from streamer.pipeline import StreamAnalyzer
     from streamer.vad import SileroVAD
+    from streamer.worker import AnalysisWorker
 
     config = model.config
     audio = _speech_like(2.0 + windows * HOP_S + 1, seed=1)
@@ -106,10 +111,10 @@ def per_window(model, windows: int) -> dict:
         for job in jobs:
             analyzer.resolve_speech(job)
             job.speech = True  # every window is scored here, to time the model's work
-        worker._features(jobs)
+        worker.step.features(jobs)
         t2 = time.perf_counter()
         frames = np.stack([j.frames for j in jobs])
-        stats = worker._adapt(jobs, frames)  # None when the model does not adapt
+        stats = worker.step.adapt(jobs, frames)  # None when the model does not adapt
         t3 = time.perf_counter()
         model.predict(frames, stats)
         t4 = time.perf_counter()
@@ -229,17 +234,18 @@ class SyntheticSource:
         return status_message(self.stream_id, "synthetic", "running", self.ring.overruns, self.analyzer.windows_done)
 
 
-async def _serve_streams(n_streams: int, seconds: float, port: int, ramp_s: float) -> None:
+async def _serve_streams(n_streams: int, seconds: float, port: int, ramp_s: float, report_s: float = 0.0) -> None:
     """The capacity server (a subprocess): N real-time streams through the real pipeline,
-    each running ``seconds`` from its start (see ``_start_offset_s``)."""
+    each running ``seconds`` from its start (see ``_start_offset_s``). With ``report_s``,
+    a ``{"report": {...}}`` line of its counters every ``report_s`` (the soak reads them)."""
     import threading
 
     import uvicorn
 
     from streamer.hub import Hub, LoopBridge
-    from streamer.pipeline import AnalysisWorker
     from streamer.runtime import EmotionModel
     from streamer.server import create_app
+    from streamer.worker import AnalysisWorker
 
     model = EmotionModel()
     model.warm_up()
@@ -260,7 +266,8 @@ async def _serve_streams(n_streams: int, seconds: float, port: int, ramp_s: floa
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
-    print(json.dumps({"ready": True}), flush=True)
+    port = server.servers[0].sockets[0].getsockname()[1]  # port 0: the one the OS gave
+    print(json.dumps({"ready": True, "port": port}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # the client is connected: go
 
     stop = threading.Event()
@@ -284,24 +291,30 @@ async def _serve_streams(n_streams: int, seconds: float, port: int, ramp_s: floa
     ticker = threading.Thread(target=clock, daemon=True)
     ticker.start()
     print(json.dumps({"start_wall": start_wall}), flush=True)
+
+    def counters() -> dict:
+        return {
+            "overruns": sum(s.ring.overruns for s in sources),
+            "windows": sum(s.analyzer.windows_done for s in sources),
+            "hub_dropped": hub.stats()["dropped"] + bridge.dropped,
+            "errors": sum(w.step.errors for w in workers),
+            "rss_mb": _rss_mb(os.getpid()),
+        }
+
+    async def report() -> None:
+        while report_s > 0:
+            await asyncio.sleep(report_s)
+            print(json.dumps({"report": {"t": round(time.time() - start_wall, 1), **counters()}}), flush=True)
+
+    reporter = asyncio.create_task(report())
     await asyncio.sleep(seconds + max(s.start_s for s in sources))
+    reporter.cancel()
     stop.set()
     await asyncio.sleep(1.0)  # windows in flight
     for worker in workers:
         worker.stop()
     await asyncio.sleep(0.2)
-    rss = _rss_mb(os.getpid())
-    print(
-        json.dumps(
-            {
-                "overruns": sum(s.ring.overruns for s in sources),
-                "windows": sum(s.analyzer.windows_done for s in sources),
-                "hub_dropped": hub.stats()["dropped"] + bridge.dropped,
-                "rss_mb": rss,
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps(counters()), flush=True)
     server.should_exit = True
     await serving
 
@@ -313,19 +326,8 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _measure(n_streams: int, seconds: float, ramp_s: float) -> dict:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
-
-    port = _free_port()
+async def start_stream_server(n_streams: int, seconds: float, ramp_s: float, report_s: float = 0.0):
+    """Spawn the capacity server; returns (process, its port) once it listens."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -335,19 +337,35 @@ async def _measure(n_streams: int, seconds: float, ramp_s: float) -> dict:
         "--seconds",
         str(seconds),
         "--port",
-        str(port),
+        "0",
         "--ramp",
         str(ramp_s),
+        "--report-every",
+        str(report_s),
         cwd=ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
+        limit=2**20,
     )
+    ready = json.loads(await proc.stdout.readline())
+    return proc, ready["port"]
+
+
+def expected_windows(seconds: float) -> int:
+    """Windows whose end falls inside a stream's run of ``seconds``, give or take the last."""
+    return int((seconds - 2.0) / HOP_S)
+
+
+async def _measure(n_streams: int, seconds: float, ramp_s: float) -> dict:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    proc, port = await start_stream_server(n_streams, seconds, ramp_s)
 
     async def line() -> dict:
         return json.loads(await proc.stdout.readline())
 
-    await line()  # ready
     latencies: list[float] = []
     counts: dict[str, int] = {}
     async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None) as ws:
@@ -370,9 +388,11 @@ async def _measure(n_streams: int, seconds: float, ramp_s: float) -> dict:
                     counts[message["stream"]] = counts.get(message["stream"], 0) + 1
     result = await result_task
     await proc.wait()
-    expected = int((seconds - 2.0) / HOP_S)  # windows whose end fell inside each stream's run, give or take the last
+    expected = expected_windows(seconds)
     missing = sum(max(0, expected - counts.get(f"s{i:04d}", 0)) for i in range(n_streams))
-    p95 = float(np.percentile(latencies, 95)) if latencies else float("inf")
+    if not latencies:
+        raise BenchError(f"no window reached the client in the {n_streams}-stream run")
+    p95 = float(np.percentile(latencies, 95))
     lossless = result["overruns"] == 0 and result["hub_dropped"] == 0 and missing == 0
     ok = lossless and p95 <= P95_TARGET_MS
     return {
@@ -385,7 +405,7 @@ async def _measure(n_streams: int, seconds: float, ramp_s: float) -> dict:
         "missing_windows": missing,
         "overruns": result["overruns"],
         "hub_dropped": result["hub_dropped"],
-        "p50_latency_ms": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
+        "p50_latency_ms": round(float(np.percentile(latencies, 50)), 1),
         "p95_latency_ms": round(p95, 1),
         "rss_mb": result["rss_mb"],
     }
@@ -447,16 +467,26 @@ def start_to_first_score() -> float:
     import soundfile as sf
 
     sf.write(clip, _speech_like(4.0, seed=5), 16000)
-    port = _free_port()
+    import re
+    import tempfile
+
+    output = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in finally
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "run_stream.py", "--input", str(clip), "--fast", "--port", str(port)],
+        [sys.executable, "run_stream.py", "--input", str(clip), "--fast", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=output,
     )
     try:
-        while time.monotonic() - started < 60:
+        port = None
+        while time.monotonic() - started < 60 and proc.poll() is None:
+            if port is None:  # it prints the port it got once it listens
+                output.seek(0)
+                found = re.search(r"dashboard: http://[^ ]+:(\d+)/", output.read())
+                port = int(found.group(1)) if found else None
+                time.sleep(0.01)
+                continue
             try:
                 with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=1) as ws:
                     while True:
@@ -464,10 +494,12 @@ def start_to_first_score() -> float:
                             return round(time.monotonic() - started, 2)
             except (OSError, TimeoutError):
                 time.sleep(0.02)
-        return float("inf")
+        output.seek(0)
+        raise BenchError(f"run_stream.py gave no score within 60 s: {output.read()[-500:]}")
     finally:
         proc.terminate()
         proc.wait(10)
+        output.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,11 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-seconds", type=float, help="length of each capacity run (default 60, quick 8)")
     parser.add_argument("--serve-streams", type=int, help=argparse.SUPPRESS)  # the capacity subprocess
     parser.add_argument("--seconds", type=float, default=60.0, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--ramp", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--report-every", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_streams:
-        asyncio.run(_serve_streams(args.serve_streams, args.seconds, args.port, args.ramp))
+        asyncio.run(_serve_streams(args.serve_streams, args.seconds, args.port, args.ramp, args.report_every))
         return 0
 
     def log(text: str) -> None:
@@ -571,4 +604,8 @@ def format_table(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,31 +1,28 @@
-"""From captured frames to scored windows: per-stream state and the model worker.
+"""From captured frames to scored windows: per-stream state and one analysis turn.
 
 ``StreamAnalyzer`` is pure bookkeeping for one stream (resampling, skipping
 lost audio, per-channel sliding windows, speech gating, speaker adaptation
-state, rolling scores). ``AnalysisWorker`` is a thread that drains its
-sources' ring buffers, runs VAD, features, speaker adaptation and the model
-batched across all its streams and channels, and hands finished messages to
-``emit`` (which must not block). There is one worker per core, each with its
-own model; a stream stays on one worker.
+state, rolling scores, errors). ``ScoringStep`` is one turn of the analysis:
+it drains its sources' ring buffers and runs VAD, features, speaker
+adaptation and the model batched across all its streams and channels,
+handing finished messages to ``emit``. Neither has a thread or I/O; the
+thread around them is ``streamer.worker.AnalysisWorker``.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import soxr
-from threadpoolctl import threadpool_limits
 
 from streamer.adaptation import SpeakerAdapter, stats_after, window_moments
 from streamer.features import FeatureConfig, FeatureStats, frame_features
 from streamer.messages import scores_message
+from streamer.metrics import LatencyHistogram
 from streamer.ringbuffer import AudioRing
 from streamer.scoring import RollingScores
 from streamer.vad import SpeechTracker
@@ -100,6 +97,8 @@ class StreamAnalyzer:
         self.last_frames: list[np.ndarray | None] = [None] * len(channels)
         self.last_end = [-1] * len(channels)
         self.latency_ms: list[float] = []  # recent, for status
+        self.errors = 0  # batches of this stream's windows that failed (see ScoringStep)
+        self.last_error: str | None = None
         # Speaker adaptation, one adapter per channel; made by the worker from its model on first use.
         self.adapters: list[SpeakerAdapter] | None = None
         self.adapt_reset = int(round(adapt_reset_s * config.sample_rate))
@@ -134,6 +133,11 @@ class StreamAnalyzer:
     def mean_latency_ms(self) -> float | None:
         """Mean processing latency of the recent windows, for status messages."""
         return round(float(np.mean(self.latency_ms)), 2) if self.latency_ms else None
+
+    def record_error(self, exc: BaseException) -> None:
+        """Count a failure that cost this stream windows; its status shows it."""
+        self.errors += 1
+        self.last_error = error_text(exc)
 
     def resolve_speech(self, job: WindowJob) -> None:
         """Decide whether a window is speech, once the VAD has scored its chunks."""
@@ -195,8 +199,14 @@ class Source:
         raise NotImplementedError
 
 
-class AnalysisWorker(threading.Thread):
-    """Drains sources, batches windows across streams, runs features + model.
+class ScoringStep:
+    """One turn of analysis across streams: collect → VAD → features → model groups → messages.
+
+    No threads and no I/O: ``turn(sources)`` reads what the sources' rings
+    hold and hands each finished message to ``emit`` (which must not block).
+    A failure is contained to the batch it happened in: its windows are
+    dropped, and each stream in it counts the error (``StreamAnalyzer.errors``,
+    shown in its status); the next turn goes on.
 
     Parameters
     ----------
@@ -204,148 +214,56 @@ class AnalysisWorker(threading.Thread):
         Has ``predict(frames, stats=None)`` and ``config``; speaker adaptation
         runs when it also has ``adaptation`` (max_weight > 0) and ``new_adapter()``.
     emit : callable
-        Receives each message dict; must be quick and thread-safe.
+        Receives each message dict.
     alerts : AlertEngine, optional
         Alert events it raises are emitted right after their scores message.
     vad : VAD engine, optional
         Default: Silero VAD, batched across streams.
-    status_every_s : float
-        How often each source's status is emitted.
+    max_batch : int
+        Windows per feature computation.
     """
 
-    def __init__(
-        self,
-        model,
-        emit: Callable[[dict], None],
-        poll_s: float = 0.02,
-        max_batch: int = 256,
-        status_every_s: float = 1.0,
-        alerts=None,
-        vad=None,
-    ) -> None:
-        super().__init__(name="analysis-worker", daemon=True)
-        # The workers are the parallelism (one per core); BLAS threads on top would
-        # oversubscribe the cores, and OpenBLAS's spinning threads measurably raised latency.
-        threadpool_limits(1, user_api="blas")
+    MODEL_BATCH = 32  # speech windows per model call; their messages go out as soon as it returns
+
+    def __init__(self, model, emit: Callable[[dict], None], alerts=None, vad=None, max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self.model = model
-        self.vad = vad  # a VAD engine scoring all streams' chunks at once; Silero by default
-        self.alerts = alerts  # an AlertEngine, evaluated on every scores message
         self.emit = emit
-        self.poll_s = poll_s
+        self.alerts = alerts
+        self.vad = vad
         self.max_batch = max_batch
-        self.status_every_s = status_every_s
-        self._sources: list[Source] = []
-        self._lock = threading.Lock()
-        self._stop_event = threading.Event()
-        self._last_status = 0.0
-        # Model work for uploaded files: served between live batches, live first.
-        self._requests: queue.Queue[tuple[np.ndarray, FeatureStats | None, Future]] = queue.Queue(maxsize=64)
-        self._wake = threading.Event()
+        self.errors = 0  # failed batches (and failed turns), across streams
+        self.windows = 0  # windows turned into messages
+        self.latency = LatencyHistogram()  # of those windows' messages, for /metrics
 
-    def add(self, source: Source) -> None:
-        with self._lock:
-            self._sources.append(source)
+    def turn(self, sources: list[Source]) -> int:
+        """Process what the sources hold now; returns the number of windows cut."""
+        jobs = self.collect(sources)
+        if jobs:
+            self.process(jobs)
+        return len(jobs)
 
-    @property
-    def sources(self) -> list[Source]:
-        with self._lock:
-            return list(self._sources)
+    def fail(self, what: str, analyzers: Iterable[StreamAnalyzer], exc: BaseException) -> None:
+        """Count and log a failure that cost the windows of ``analyzers``."""
+        self.errors += 1
+        streams = {a.stream_id: a for a in analyzers}
+        for analyzer in streams.values():
+            analyzer.record_error(exc)
+        if self.errors <= 10 or self.errors % 100 == 0:  # a persistent fault must not flood the log
+            log.error(
+                "%s failed for %s: %s (%d failures so far; the stream goes on)",
+                what,
+                ", ".join(sorted(streams)) or "no stream",
+                error_text(exc),
+                self.errors,
+            )
+            log.debug("traceback", exc_info=exc)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish the windows already captured, then end the thread."""
-        self._stop_event.set()
-        self._wake.set()
-        self.join(timeout)
-
-    REQUEST_CHUNK = 32  # windows of an upload per worker turn, so live windows never wait long
-
-    def predict(self, frames: np.ndarray, stats: FeatureStats | None = None, timeout: float = 300.0) -> np.ndarray:
-        """Classify feature windows on the worker thread (blocking; call from another thread).
-
-        ``stats`` as for ``EmotionModel.predict``: ``(n_mels,)`` arrays for
-        every window or one row per window. Large requests are split so live
-        streams keep their latency.
-        """
-        if not self.is_alive():
-            raise RuntimeError("the analysis worker is not running")
-        futures = []
-        for i in range(0, len(frames), self.REQUEST_CHUNK):
-            part = slice(i, i + self.REQUEST_CHUNK)
-            if stats is not None and np.ndim(stats.mean) == 2:
-                part_stats = FeatureStats(stats.mean[part], stats.std[part])
-            else:
-                part_stats = stats
-            future: Future = Future()
-            self._requests.put((frames[part], part_stats, future), timeout=timeout)
-            self._wake.set()
-            futures.append(future)
-        parts = [f.result(timeout) for f in futures]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.model.labels)), np.float32)
-
-    def run(self) -> None:
-        while True:
-            stopping = self._stop_event.is_set()
-            jobs = self._collect()
-            if jobs:
-                self._process(jobs)
-            served = self._serve_request()
-            now = time.monotonic()
-            if now - self._last_status >= self.status_every_s:
-                self._last_status = now
-                for source in self.sources:
-                    self._emit_status(source)
-            if stopping:
-                # Finish what was captured before the stop, then end.
-                while any(source.ring.available for source in self.sources):
-                    self._process(self._collect())
-                for source in self.sources:
-                    self._emit_status(source)
-                self._cancel_requests()
-                return
-            if not jobs and not served:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
-
-    def _cancel_requests(self) -> None:
-        while True:
-            try:
-                _, _, future = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if future.set_running_or_notify_cancel():
-                future.set_exception(RuntimeError("the analyzer is shutting down"))
-
-    def _serve_request(self) -> bool:
-        try:
-            frames, stats, future = self._requests.get_nowait()
-        except queue.Empty:
-            return False
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(self.model.predict(frames, stats))
-            except Exception as exc:
-                future.set_exception(exc)
-        return True
-
-    @property
-    def max_adaptation(self) -> float:
-        """The model's adaptation limit (0: adaptation off)."""
-        adaptation = getattr(self.model, "adaptation", None)
-        return float(adaptation.max_weight) if adaptation is not None else 0.0
-
-    def _emit_status(self, source: Source) -> None:
-        try:
-            message = source.status()
-        except Exception:
-            log.exception("stream %s: no status", source.stream_id)
-            return
-        # What "fully adapted" is, so a dashboard can tell a channel still calibrating.
-        message.setdefault("adaptation", self.max_adaptation)
-        self._safe_emit(message)
-
-    def _collect(self) -> list[WindowJob]:
+    def collect(self, sources: list[Source]) -> list[WindowJob]:
+        """New windows of every source, with their speech decided."""
         jobs: list[WindowJob] = []
-        for source in self.sources:
+        for source in sources:
             try:
                 if source.ring.available:
                     # At most one hop's worth of audio per source per turn: a worker that
@@ -354,16 +272,21 @@ class AnalysisWorker(threading.Thread):
                     jobs.extend(source.analyzer.push(start, frames))
                 elif source.exhausted and not source.analyzer.flushed:
                     jobs.extend(source.analyzer.flush())
-            except Exception:  # one broken stream must not stop the others
-                log.exception("stream %s: could not process audio", source.stream_id)
-        if jobs or any(t.pending_chunks for s in self.sources for t in s.analyzer.trackers):
-            if self.vad is None:
-                from streamer.vad import SileroVAD
+            except Exception as exc:  # one broken stream must not stop the others
+                self.fail("reading audio", [source.analyzer], exc)
+        trackers = [t for s in sources for t in s.analyzer.trackers]
+        if jobs or any(t.pending_chunks for t in trackers):
+            try:
+                if self.vad is None:
+                    from streamer.vad import SileroVAD
 
-                self.vad = SileroVAD()
-            self.vad.score([t for s in self.sources for t in s.analyzer.trackers])
-            for job in jobs:
-                job.analyzer.resolve_speech(job)
+                    self.vad = SileroVAD()
+                self.vad.score(trackers)
+                for job in jobs:
+                    job.analyzer.resolve_speech(job)
+            except Exception as exc:
+                self.fail("voice activity detection", [s.analyzer for s in sources], exc)
+                return []
         return jobs
 
     @staticmethod
@@ -371,7 +294,7 @@ class AnalysisWorker(threading.Thread):
         analyzer = source.analyzer
         return max(1, int(analyzer.hop * analyzer.input_rate / analyzer.config.sample_rate))
 
-    def _features(self, jobs: list[WindowJob]) -> None:
+    def features(self, jobs: list[WindowJob]) -> None:
         """Set ``job.frames`` for every window, batched across streams.
 
         A window one hop after its channel's previous window reuses that
@@ -379,6 +302,8 @@ class AnalysisWorker(threading.Thread):
         numbers: features are frame-local, see ``streamer.features``); other
         windows (a channel's first, after a gap, the final partial one) are
         computed whole. Either way one vectorised STFT per kind and length.
+        The reuse state (each channel's last frames) lives in its analyzer,
+        so it goes when the stream goes.
         """
         config: FeatureConfig = self.model.config
         n_frames, step = config.window_frames, config.hop_length
@@ -417,13 +342,14 @@ class AnalysisWorker(threading.Thread):
             out.extend(frame_features(part, self.model.config))
         return out
 
-    MODEL_BATCH = 32  # speech windows per model call; their messages go out as soon as it returns
-
-    def _process(self, jobs: list[WindowJob]) -> None:
+    def process(self, jobs: list[WindowJob]) -> None:
+        """Features, adaptation, model and messages for windows whose speech is decided."""
         try:
-            self._features(jobs)
-        except Exception:
-            log.exception("features failed on a batch of %d windows", len(jobs))
+            self.features(jobs)
+        except Exception as exc:
+            for job in jobs:  # the next window of each channel is computed whole
+                job.analyzer.last_end[job.channel] = -1
+            self.fail(f"features of {len(jobs)} windows", [j.analyzer for j in jobs], exc)
             return
         # In order, in groups holding up to MODEL_BATCH speech windows: in a burst the
         # first windows need not wait for the last, and each channel stays in time order.
@@ -438,7 +364,13 @@ class AnalysisWorker(threading.Thread):
         if group:
             self._classify_and_emit(group)
 
-    def _adapt(self, jobs: list[WindowJob], frames: np.ndarray | None) -> FeatureStats | None:
+    @property
+    def max_adaptation(self) -> float:
+        """The model's adaptation limit (0: adaptation off)."""
+        adaptation = getattr(self.model, "adaptation", None)
+        return float(adaptation.max_weight) if adaptation is not None else 0.0
+
+    def adapt(self, jobs: list[WindowJob], frames: np.ndarray | None) -> FeatureStats | None:
         """Feed the speech windows to their channels' adapters; per-window stats for ``frames``.
 
         ``frames`` are the speech windows of ``jobs``, in their order. Every
@@ -466,25 +398,24 @@ class AnalysisWorker(threading.Thread):
 
     def _classify_and_emit(self, jobs: list[WindowJob]) -> None:
         speech = [j for j in jobs if j.speech]
-        probs: dict[int, np.ndarray] = {}
         try:
             frames = np.stack([j.frames for j in speech]) if speech else None
-            stats = self._adapt(jobs, frames)
-            if speech:
-                probs = dict(zip(map(id, speech), self.model.predict(frames, stats)))
-        except Exception:
-            log.exception("model failed on a batch of %d windows", len(speech))
+            stats = self.adapt(jobs, frames)
+            probs = dict(zip(map(id, speech), self.model.predict(frames, stats))) if speech else {}
+        except Exception as exc:
+            self.fail(f"the model on {len(speech)} windows", [j.analyzer for j in jobs], exc)
+            return  # the group's windows are lost (counted); silence in it too, to keep each channel in order
         for job in jobs:
-            if job.speech and id(job) not in probs:
-                continue  # failed batch: already logged
             message = job.analyzer.complete(job, probs.get(id(job)))
-            self._safe_emit(message)
+            self.windows += 1
+            self.latency.observe(message["latency_ms"] / 1000.0)
+            self.emit(message)
             if self.alerts is not None:
                 for event in self.alerts.evaluate(message):
-                    self._safe_emit(event)
+                    self.emit(event)
 
-    def _safe_emit(self, message: dict) -> None:
-        try:
-            self.emit(message)
-        except Exception:
-            log.exception("could not deliver a message")
+
+def error_text(exc: BaseException) -> str:
+    """One line for logs and status messages: the exception's type and first line, bounded."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__

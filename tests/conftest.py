@@ -102,34 +102,66 @@ def pulse_env(tmp_path_factory):
 
 
 class Analyzer:
-    """A run_stream.py process on a free port, stopped with SIGTERM at the end."""
+    """A run_stream.py process on a port the OS picks (``--port 0``), stopped with SIGTERM at the end.
 
-    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None):
+    The bound port is read from the line the analyzer prints when it listens.
+    """
+
+    def __init__(self, args: list[str], env: dict | None = None):
         import subprocess
         import sys
+        import tempfile
 
-        self.port = port or free_port()
-        self.log = open(ROOT / ".pytest_cache" / f"run_stream-{self.port}.log", "w+")  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the fixture
+            "w+", prefix="run_stream-", suffix=".log", dir=ROOT / ".pytest_cache", delete=False
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "run_stream.py", "--port", str(self.port), *args],
+            [sys.executable, "run_stream.py", "--port", "0", *args],
             cwd=ROOT,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on, once it says so (waits up to a minute)."""
+        import re
+        import time
+
+        deadline = time.monotonic() + 60
+        while self._port is None:
+            found = re.search(r"dashboard: https?://[^ ]+:(\d+)/", self.output())
+            if found:
+                self._port = int(found.group(1))
+            elif self.proc.poll() is not None:
+                raise AssertionError(f"analyzer exited with {self.proc.returncode}:\n{self.output()}")
+            elif time.monotonic() > deadline:
+                raise AssertionError(f"analyzer did not start listening:\n{self.output()}")
+            else:
+                time.sleep(0.05)
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         import time
         import urllib.request
 
         deadline = time.monotonic() + timeout
+        url = self.url + "/api/status"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"analyzer exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                urllib.request.urlopen(self.url + "/api/status", timeout=1).read()
+                urllib.request.urlopen(url, timeout=1).read()
                 return
             except OSError:
                 time.sleep(0.1)
@@ -196,31 +228,42 @@ class Mosquitto:
         if not Path(binary).exists():
             pytest.fail("mosquitto is needed (the test command installs it)")
         self.binary = binary
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.workdir = workdir
         self.config = workdir / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\nuser root\n"
-        )
+        self._configure(free_port())
         self.proc = None
         self.start()
 
+    def _configure(self, port: int) -> None:
+        self.port = port
+        self.url = f"mqtt://127.0.0.1:{port}"
+        self.config.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\nuser root\n"
+        )
+
     def start(self) -> None:
+        """Start on its port; on a fresh broker whose free port was taken meanwhile, try another.
+
+        (Mosquitto cannot listen on port 0 and report the port, so the port is picked first.)
+        """
         import socket
         import subprocess
         import time
 
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
+        for _ in range(5):
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+            self._configure(free_port())
         raise AssertionError("mosquitto did not start")
 
     def stop(self) -> None:
@@ -276,3 +319,47 @@ class MqttRecorder:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class AppServer:
+    """An ASGI app served by uvicorn in a thread on a port the OS picks (bound here, port 0)."""
+
+    def __init__(self, app, **config):
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **config))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the app server did not start"
+            time.sleep(0.01)
+        scheme = "https" if config.get("ssl_certfile") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://127.0.0.1:{self.port}/ws"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture
+def serve_app():
+    """``serve_app(app, **uvicorn_config)`` -> a running AppServer, stopped after the test."""
+    servers: list[AppServer] = []
+
+    def start(app, **config) -> AppServer:
+        servers.append(AppServer(app, **config))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

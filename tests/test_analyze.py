@@ -163,7 +163,7 @@ def test_file_is_scored_with_its_own_speech_statistics(model, speech_audio, monk
     np.testing.assert_allclose(result_probs(result), expected, atol=2e-3)
     assert not np.allclose(expected, model.predict(windows), atol=1e-3)  # adaptation changed the scores
     # Uploads give the live worker the stats with their windows: the same result.
-    from streamer.pipeline import AnalysisWorker
+    from streamer.worker import AnalysisWorker
 
     worker = AnalysisWorker(model, lambda m: None)
     worker.start()

@@ -9,11 +9,12 @@ from streamer.adaptation import AdaptationConfig, SpeakerAdapter
 from streamer.features import FeatureConfig, FeatureStats
 from streamer.labels import EMOTIONS
 from streamer.messages import scores_message, status_message
-from streamer.pipeline import AnalysisWorker, StreamAnalyzer
+from streamer.pipeline import StreamAnalyzer
 from streamer.ringbuffer import AudioRing
 from streamer.scoring import RollingScores
 from streamer.vad import FunctionVAD
 from streamer.windowing import SlidingWindows
+from streamer.worker import AnalysisWorker
 
 CONFIG = FeatureConfig()
 
@@ -257,7 +258,7 @@ def test_worker_features_equal_the_feature_function(speech_audio):
         FunctionVAD(lambda c: 1.0).score(source.analyzer.trackers)
         for job in batch:
             source.analyzer.resolve_speech(job)
-        worker._process(batch)
+        worker.step.process(batch)
         jobs += batch
     assert len(jobs) == int((audio.size - CONFIG.window_samples) / 8000) + 1
     for job in jobs:
@@ -302,7 +303,7 @@ def drive(worker, analyzer, audio, block=8000, vad=LOUD):
         vad.score(analyzer.trackers)
         for job in batch:
             analyzer.resolve_speech(job)
-        worker._process(batch)
+        worker.step.process(batch)
         jobs += batch
     return jobs
 

@@ -146,8 +146,8 @@ def test_max_upload_seconds_must_be_positive(value):
         timeout=60,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "run_stream.py: error: --max-upload-seconds must be a positive number of seconds"
+    assert proc.stderr.strip() == (
+        f"error: argument --max-upload-seconds: must be a number > 0, got '{value}' (see --help)"
     )
 
 
