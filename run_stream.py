@@ -139,6 +139,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mq = p.add_argument_group("MQTT and alerts")
     mq.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:pass@]host[:port] or mqtts://…")
     mq.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for mqtts://")
+    mq.add_argument(
+        "--mqtt-password-file",
+        type=Path,
+        metavar="FILE",
+        help="the broker password (or $EMOTION_MQTT_PASSWORD); not in the URL, where `ps` shows it",
+    )
     mq.add_argument("--mqtt-prefix", default="emotion", help="topic prefix (default: emotion)")
     mq.add_argument(
         "--mqtt-interval", type=POSITIVE, default=1.0, help="seconds between scores per channel (default 1)"
@@ -146,6 +152,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mq.add_argument("--mqtt-spool", type=Path, metavar="DIR", help="keep undelivered alerts in files here")
     mq.add_argument("--alert", action="append", default=[], metavar="RULE", help='e.g. "caller:angry>=0.6 for 5s"')
     mq.add_argument("--alerts", type=Path, metavar="FILE", help="alert rules from a TOML file")
+    mq.add_argument(
+        "--max-streams", type=COUNT, default=1000, help="streams a dashboard keeps; more are dropped (default 1000)"
+    )
+    mq.add_argument(
+        "--stream-ttl",
+        type=POSITIVE,
+        default=600.0,
+        help="seconds an ended (stopped, finished, offline) stream stays on the dashboard (default 600)",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
     if args.port > 65535:
@@ -157,8 +172,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--stream-id must be non-empty, without '/', '+', '#' or spaces")
     if args.serve and (args.input or args.device):
         p.error("--serve captures nothing: it cannot be combined with --input or --device")
-    if (args.mqtt_ca or args.mqtt_spool) and not args.mqtt:
-        p.error("--mqtt-ca and --mqtt-spool need --mqtt")
+    if (args.mqtt_ca or args.mqtt_spool or args.mqtt_password_file) and not args.mqtt:
+        p.error("--mqtt-ca, --mqtt-spool and --mqtt-password-file need --mqtt")
     args.channel_names = names
     return args
 
@@ -245,7 +260,7 @@ def begin_shutdown(stop: asyncio.Event) -> None:
     timer.start()
 
 
-async def serve(args, model, sources, sock: socket.socket, alerts, access) -> None:
+async def serve(args, model, sources, sock: socket.socket, alerts, access, broker) -> None:
     import contextlib
 
     import uvicorn
@@ -259,15 +274,16 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access) -> No
     from streamer.worker import AnalysisWorker
 
     loop = asyncio.get_running_loop()
-    hub = Hub(hop_s=args.hop, client_queue=args.client_queue)
+    hub = Hub(
+        hop_s=args.hop, client_queue=args.client_queue, max_streams=args.max_streams, stream_ttl_s=args.stream_ttl
+    )
     stop = asyncio.Event()
     task_restarts = TaskRestarts()
     tasks: list[asyncio.Task] = []
     publishers = mqtt_stats = None
-    if args.mqtt:
+    if broker is not None:
         from streamer import mqtt
 
-        broker = mqtt.parse_broker_url(args.mqtt, args.mqtt_ca)
         if args.serve:
             mqtt_stats = mqtt.SubscriberStats()
             subscribe = lambda: mqtt.subscribe(broker, args.mqtt_prefix, hub.publish, stop, mqtt_stats)  # noqa: E731
@@ -276,7 +292,8 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access) -> No
             publishers = mqtt.Publishers(
                 lambda stream: mqtt.StreamPublisher(
                     broker, args.mqtt_prefix, stream, args.mqtt_interval, spool_dir=args.mqtt_spool
-                )
+                ),
+                restarts=task_restarts,
             )
 
     def dispatch(message: dict) -> None:  # on the event loop
@@ -307,7 +324,8 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access) -> No
             "errors": sum(s.errors for s in steps),
             "restarts": supervisor.restarts + task_restarts.count,
             "bridge_dropped": bridge.dropped,
-            **({"mqtt_invalid": mqtt_stats.invalid} if mqtt_stats is not None else {}),
+            **({"mqtt_invalid": mqtt_stats.invalid, "mqtt_queue_full": mqtt_stats.queue_full} if mqtt_stats else {}),
+            **(publishers.stats() if publishers is not None else {}),
         }
 
     def snapshot() -> metrics.Snapshot:
@@ -323,10 +341,15 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access) -> No
                 "dashboard_client": hub_stats["dropped"],
                 "worker_to_loop": bridge.dropped,
                 "not_json": hub_stats["invalid"],
-                **({"mqtt_invalid_in": mqtt_stats.invalid} if mqtt_stats is not None else {}),
+                "beyond_max_streams": hub_stats["streams_refused"],
+                "mqtt_invalid_in": count.get("mqtt_invalid", 0),
+                "mqtt_queue_full_in": count.get("mqtt_queue_full", 0),
+                "mqtt_alerts_out": count.get("mqtt_alerts_dropped", 0),
+                "mqtt_not_json_out": count.get("mqtt_invalid_dropped", 0),
             },
             clients=hub_stats["clients"],
             streams=len(hub_stats["streams"]),
+            mqtt_queue=count.get("mqtt_alerts_queued", 0),
             latencies=[s.latency for s in steps],
         )
 
@@ -340,6 +363,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access) -> No
     async def housekeeping() -> None:
         while True:
             supervisor.check()
+            hub.expire()
             await asyncio.sleep(1.0)
 
     async def stop_when_files_done() -> None:
@@ -392,13 +416,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         access = resolve_access(args.host, args.token_file, os.environ, args.allow_origin, args.certfile, args.keyfile)
         alerts = load_alerts(args)
+        broker = None
         if args.mqtt:
-            from streamer.mqtt import parse_broker_url
+            from streamer.mqtt import load_mqtt_password, parse_broker_url
 
-            broker = parse_broker_url(args.mqtt, args.mqtt_ca)
+            password = load_mqtt_password(args.mqtt_password_file, os.environ)
+            broker = parse_broker_url(args.mqtt, args.mqtt_ca, password)
             warning = mqtt_plaintext_warning(bool(broker.username or broker.password), broker.tls, broker.hostname)
             if warning:
                 print(warning, file=sys.stderr)
+            if password is None and broker.password:
+                print(
+                    "warning: the MQTT password in --mqtt is visible to every user of this machine (ps); "
+                    "use --mqtt-password-file or $EMOTION_MQTT_PASSWORD",
+                    file=sys.stderr,
+                )
     except ValueError as exc:
         return fail(str(exc))
 
@@ -417,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     model.warm_up()
     sock = bind(args.host, args.port, args.send_buffer_kb)
     sources = [] if args.serve else build_sources(args, model.config)
-    asyncio.run(serve(args, model, sources, sock, alerts, access))
+    asyncio.run(serve(args, model, sources, sock, alerts, access, broker))
     return 0
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -68,12 +70,39 @@ class Hub:
         Expected seconds between scores of one channel (sizes the history).
     client_queue : int
         Messages a client may lag behind before its oldest are dropped.
+    max_streams : int
+        Streams it keeps; messages of further streams are dropped and counted
+        (remote analyzers on a broker must not grow it without bound).
+    stream_ttl_s : float
+        A stream whose last status says it ended (stopped, finished, offline)
+        is forgotten this long after its last message (``expire``).
+    clock : callable
+        Seconds, monotonic; injected so tests need no sleeps.
     """
 
-    def __init__(self, history_s: float = 300.0, hop_s: float = 0.5, client_queue: int = 2000) -> None:
+    ENDED = ("stopped", "finished", "offline")
+
+    def __init__(
+        self,
+        history_s: float = 300.0,
+        hop_s: float = 0.5,
+        client_queue: int = 2000,
+        max_streams: int = 1000,
+        stream_ttl_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if client_queue < 1 or max_streams < 1 or not (math.isfinite(stream_ttl_s) and stream_ttl_s > 0):
+            raise ValueError("client_queue and max_streams must be at least 1, stream_ttl_s positive and finite")
         self._history_len = max(1, int(history_s / hop_s))
         self._scores: dict[tuple[str, str], deque[str]] = {}
         self._status: dict[str, str] = {}
+        self._ended: dict[str, bool] = {}  # stream -> its last status says it ended
+        self._last_seen: dict[str, float] = {}
+        self.max_streams = max_streams
+        self.stream_ttl_s = stream_ttl_s
+        self._clock = clock
+        self.streams_refused = 0  # messages of streams beyond max_streams
+        self.streams_expired = 0
         self._alerts: deque[str] = deque(maxlen=200)
         self._clients: set[ClientQueue] = set()
         self.client_queue = client_queue
@@ -92,6 +121,15 @@ class Hub:
             if self.invalid == 1 or self.invalid % 1000 == 0:
                 log.warning("%d messages not valid JSON dropped (%s)", self.invalid, exc)
             return
+        stream = message.get("stream")
+        if stream not in self._last_seen and len(self._last_seen) >= self.max_streams:
+            self.streams_refused += 1
+            if self.streams_refused == 1 or self.streams_refused % 1000 == 0:
+                log.warning(
+                    "%d messages of streams beyond --max-streams %d dropped", self.streams_refused, self.max_streams
+                )
+            return
+        self._last_seen[stream] = self._clock()
         kind = message.get("type")
         if kind == "scores":
             key = (message["stream"], message["channel"])
@@ -100,11 +138,25 @@ class Hub:
             self._scores[key].append(text)
         elif kind == "status":
             self._status[message["stream"]] = text
+            self._ended[message["stream"]] = message.get("state") in self.ENDED
         elif kind == "alert":
             self._alerts.append(text)
         self.published += 1
         for client in self._clients:
             client.put(text)
+
+    def expire(self) -> list[str]:
+        """Forget streams that ended more than ``stream_ttl_s`` ago (their status and history)."""
+        now = self._clock()
+        gone = [s for s, seen in self._last_seen.items() if self._ended.get(s) and now - seen >= self.stream_ttl_s]
+        for stream in gone:
+            del self._last_seen[stream]
+            self._status.pop(stream, None)
+            self._ended.pop(stream, None)
+            for key in [k for k in self._scores if k[0] == stream]:
+                del self._scores[key]
+        self.streams_expired += len(gone)
+        return gone
 
     def snapshot(self) -> list[str]:
         """What a new client gets first: statuses, alerts, then score history."""
@@ -120,6 +172,8 @@ class Hub:
             "dropped": self.dropped_total + sum(c.dropped for c in self._clients),
             "invalid": self.invalid,
             "streams": sorted(self._status),
+            "streams_refused": self.streams_refused,
+            "streams_expired": self.streams_expired,
             **self.extra_stats(),
         }
 

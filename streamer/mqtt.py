@@ -17,22 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
+import secrets
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from streamer.backoff import Backoff
 from streamer.messages import mqtt_topic, validate_message
+from streamer.mqtt_policy import AlertSpool, SendingPolicy, dumps
+from streamer.supervision import keep_running
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
+PASSWORD_ENV = "EMOTION_MQTT_PASSWORD"
+MAX_QUEUED_INCOMING = 10_000  # messages aiomqtt holds for the subscriber; beyond, dropped and counted
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,11 @@ class Broker:
     hostname: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs or error messages
     tls: bool = False
     ca_file: str | None = None
 
-    def client(self, identifier: str, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
+    def client(self, identifier: str, will: aiomqtt.Will | None = None, **options) -> aiomqtt.Client:
         tls = aiomqtt.TLSParameters(ca_certs=self.ca_file) if self.tls else None
         return aiomqtt.Client(
             self.hostname,
@@ -56,40 +60,92 @@ class Broker:
             tls_params=tls,
             keepalive=15,
             timeout=10,
+            **options,
         )
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.hostname}:{self.port}"
 
 
-def parse_broker_url(url: str, ca_file: str | None = None) -> Broker:
-    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://…``; raises ValueError with a readable message."""
+def client_id(role: str) -> str:
+    """Unique per connection: host and pid alone collide across containers (pid 1 everywhere)."""
+    return f"emotion-{role}-{secrets.token_hex(4)}"[:64]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    return url.replace(netloc[0], f"{parts.username or ''}:***", 1) if len(netloc) == 2 else url
+
+
+def load_mqtt_password(password_file: Path | None, env: Mapping[str, str]) -> str | None:
+    """The broker password from ``--mqtt-password-file`` or ``$EMOTION_MQTT_PASSWORD`` (file first)."""
+    if password_file is not None:
+        try:
+            return Path(password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"--mqtt-password-file: cannot read '{password_file}' ({exc.strerror})") from None
+    return env.get(PASSWORD_ENV) or None
+
+
+def parse_broker_url(url: str, ca_file: str | None = None, password: str | None = None) -> Broker:
+    """``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://…``; ``password`` (from a file or the
+    environment) replaces one in the URL. Raises ValueError with a readable, redacted message."""
+    shown = redact_url(url)
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"broker URL must start with mqtt:// or mqtts://, got '{url}'")
+        raise ValueError(f"broker URL must start with mqtt:// or mqtts://, got '{shown}'")
     if not parts.hostname:
-        raise ValueError(f"broker URL has no host: '{url}'")
+        raise ValueError(f"broker URL has no host: '{shown}'")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"broker URL has an invalid port: '{url}'") from None
+        raise ValueError(f"broker URL has an invalid port: '{shown}'") from None
     tls = parts.scheme == "mqtts"
     return Broker(
         hostname=parts.hostname,
         port=port or (8883 if tls else 1883),
         username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
+        password=password if password is not None else (unquote(parts.password) if parts.password else None),
         tls=tls,
         ca_file=ca_file,
     )
 
 
-def _dumps(message: dict) -> str:
-    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+class ThreadedSpool:
+    """An ``AlertSpool`` written by one background thread, in order: fsync never blocks the event loop."""
+
+    def __init__(self, spool: AlertSpool) -> None:
+        self._spool = spool
+        self.pending = list(spool.pending)  # read once, before any write is queued
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-spool")
+        self._failed = False
+
+    def _submit(self, fn, *args) -> None:
+        self._executor.submit(fn, *args).add_done_callback(self._check)
+
+    def _check(self, future) -> None:
+        if future.exception() is not None and not self._failed:
+            self._failed = True  # once: a full disk would otherwise log every alert
+            log.warning(
+                "MQTT spool %s: cannot write (%s); alerts stay queued in memory", self._spool.path, future.exception()
+            )
+
+    def append(self, alert: dict) -> None:
+        self._submit(self._spool.append, alert)
+
+    def done(self) -> None:
+        self._submit(self._spool.done)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
 
 
 class StreamPublisher:
-    """Publishes one stream's messages; keeps alerts while the broker is away.
+    """Publishes one stream's messages through a :class:`SendingPolicy`; reconnects with backoff.
 
     Parameters
     ----------
@@ -114,84 +170,33 @@ class StreamPublisher:
         self.broker = broker
         self.prefix = prefix
         self.stream_id = stream_id
-        self.interval_s = interval_s
         self.connected = False
-        self.alerts_dropped = 0
-        self.invalid_dropped = 0  # our own messages that are not valid JSON (NaN or Infinity)
-        self.published = 0
-        self._alerts: deque[dict] = deque()
-        self._max_alerts = max_alerts
-        self._latest_scores: dict[str, dict] = {}
-        self._status: dict = {"type": "status", "stream": stream_id, "state": "running", "source": ""}
-        self._status_dirty = True
+        self._spool = ThreadedSpool(AlertSpool(Path(spool_dir) / f"{stream_id}.jsonl")) if spool_dir else None
+        self.policy = SendingPolicy(stream_id, interval_s, max_alerts, self._spool)
         self._wake = asyncio.Event()
         self._closing = False
-        self._spool = Path(spool_dir) / f"{stream_id}.jsonl" if spool_dir else None
-        if self._spool and self._spool.exists():
-            for line in self._spool.read_text().splitlines():
-                try:
-                    self._alerts.append(json.loads(line))
-                except json.JSONDecodeError:
-                    log.warning("MQTT spool %s: skipping an unreadable line", self._spool)
 
-    # -- called on the event loop for every message of this stream ---------------
     def offer(self, message: dict) -> None:
-        try:
-            _dumps(message)
-        except (ValueError, TypeError) as exc:
-            self.invalid_dropped += 1
-            if self.invalid_dropped == 1 or self.invalid_dropped % 1000 == 0:
-                log.warning(
-                    "stream %s: %d unpublishable messages dropped (%s)", self.stream_id, self.invalid_dropped, exc
-                )
-            return
-        kind = message["type"]
-        if kind == "scores":
-            self._latest_scores[message["channel"]] = message
-        elif kind == "alert":
-            if len(self._alerts) >= self._max_alerts:
-                self._alerts.popleft()
-                self.alerts_dropped += 1
-                log.warning("stream %s: MQTT alert queue full, dropped the oldest alert", self.stream_id)
-            self._alerts.append(message)
-            self._write_spool()
+        """Called on the event loop for every message of this stream; never waits."""
+        if self.policy.offer(message):
             self._wake.set()
-        elif kind == "status":
-            if message.get("state") != self._status.get("state"):
-                self._status_dirty = True
-                self._wake.set()
-            self._status = message
 
-    def _write_spool(self) -> None:
-        if self._spool is None:
-            return
-        tmp = self._spool.with_suffix(".tmp")
-        tmp.write_text("".join(_dumps(a) + "\n" for a in self._alerts))
-        tmp.replace(self._spool)
-
-    def _status_payload(self, online: bool, will: bool = False) -> str:
-        """Retained status; the Last Will's says ``offline`` (the analyzer died)."""
-        status = {**self._status, "online": online}
-        if will:
-            status["state"] = "offline"
-        return _dumps(status)
-
-    # -- the connection loop --------------------------------------------------------
     async def run(self) -> None:
         status_topic = f"{self.prefix}/{self.stream_id}/status"
-        backoff = 1.0
+        backoff = Backoff(1.0, MAX_BACKOFF_S)
         while not self._closing:
-            will = aiomqtt.Will(status_topic, self._status_payload(online=False, will=True), qos=1, retain=True)
+            will = aiomqtt.Will(status_topic, self.policy.status_payload(online=False, will=True), qos=1, retain=True)
             try:
-                async with self.broker.client(f"emotion-{self.stream_id}-{os.getpid()}", will) as client:
+                async with self.broker.client(client_id(self.stream_id), will) as client:
                     if not self.connected:
                         log.warning("stream %s: connected to MQTT broker %s", self.stream_id, self.broker)
-                    self.connected, backoff = True, 1.0
-                    self._status_dirty = True
+                    self.connected = True
+                    backoff.reset()
+                    self.policy.connected()
                     await self._publish_loop(client, status_topic)
                     return
             except aiomqtt.MqttError as exc:
-                if self.connected or backoff == 1.0:
+                if self.connected or backoff.first:
                     log.warning(
                         "stream %s: MQTT broker %s unreachable (%s); retrying with backoff",
                         self.stream_id,
@@ -200,8 +205,7 @@ class StreamPublisher:
                     )
                 self.connected = False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wait_closing(), backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    await asyncio.wait_for(self._wait_closing(), backoff.next_delay())
 
     async def _wait_closing(self) -> None:
         while not self._closing:
@@ -209,67 +213,79 @@ class StreamPublisher:
             await self._wake.wait()
 
     async def _publish_loop(self, client: aiomqtt.Client, status_topic: str) -> None:
-        last_scores = 0.0
+        policy = self.policy
         while True:
-            while self._alerts:  # oldest first; removed only once the broker has it (QoS 1)
-                alert = self._alerts[0]
-                await client.publish(mqtt_topic(self.prefix, alert), _dumps(alert), qos=1, retain=False)
-                self._alerts.popleft()
-                self._write_spool()
-                self.published += 1
-            if self._status_dirty or self._closing:
-                self._status_dirty = False
-                await client.publish(status_topic, self._status_payload(not self._closing), qos=1, retain=True)
-            now = time.monotonic()
-            if now - last_scores >= self.interval_s and self._latest_scores:
-                last_scores = now
-                latest, self._latest_scores = self._latest_scores, {}
-                for message in latest.values():
-                    await client.publish(mqtt_topic(self.prefix, message), _dumps(message), qos=0)
-                    self.published += 1
+            while (alert := policy.next_alert()) is not None:  # oldest first; removed once the broker has it
+                await client.publish(mqtt_topic(self.prefix, alert), dumps(alert), qos=1, retain=False)
+                policy.alert_sent()
+            if policy.status_due(self._closing):
+                await client.publish(status_topic, policy.status_payload(not self._closing), qos=1, retain=True)
+            for message in policy.scores_due(time.monotonic()):
+                await client.publish(mqtt_topic(self.prefix, message), dumps(message), qos=0)
             if self._closing:
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                await asyncio.wait_for(self._wake.wait(), policy.interval_s)
 
-    async def close(self, task: asyncio.Task, timeout: float = 3.0) -> None:
-        """Deliver what is queued and mark the stream offline, if the broker is there."""
+    async def close(self, task: asyncio.Task, timeout: float = 1.5) -> None:
+        """Deliver what is queued and mark the stream offline, if the broker is there in time."""
         self._closing = True
         self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
             task.cancel()
-            if self._alerts:
-                log.warning("stream %s: %d alerts not delivered to MQTT", self.stream_id, len(self._alerts))
+            if self.policy.alerts:
+                log.warning("stream %s: %d alerts not delivered to MQTT", self.stream_id, len(self.policy.alerts))
+        if self._spool is not None:
+            await asyncio.to_thread(self._spool.close)
 
 
 class Publishers:
-    """One :class:`StreamPublisher` per stream, created on first message."""
+    """One :class:`StreamPublisher` per stream, created on first message, each kept running."""
 
-    def __init__(self, factory: Callable[[str], StreamPublisher]) -> None:
+    def __init__(self, factory: Callable[[str], StreamPublisher], restarts=None) -> None:
         self._factory = factory
         self._by_stream: dict[str, tuple[StreamPublisher, asyncio.Task]] = {}
+        self._stop = asyncio.Event()
+        self._restarts = restarts  # a supervision.TaskRestarts, counted when a publisher dies and restarts
 
     def offer(self, message: dict) -> None:
         stream = message["stream"]
         if stream not in self._by_stream:
             publisher = self._factory(stream)
-            self._by_stream[stream] = (publisher, asyncio.get_running_loop().create_task(publisher.run()))
+            task = asyncio.get_running_loop().create_task(
+                keep_running(f"the MQTT publisher of {stream}", publisher.run, self._stop, self._restarts)
+            )
+            self._by_stream[stream] = (publisher, task)
         self._by_stream[stream][0].offer(message)
 
+    def stats(self) -> dict:
+        publishers = [p for p, _ in self._by_stream.values()]
+        return {
+            "mqtt_connected": sum(p.connected for p in publishers),
+            "mqtt_streams": len(publishers),
+            "mqtt_published": sum(p.policy.published for p in publishers),
+            "mqtt_alerts_queued": sum(len(p.policy.alerts) for p in publishers),
+            "mqtt_alerts_dropped": sum(p.policy.alerts_dropped for p in publishers),
+            "mqtt_invalid_dropped": sum(p.policy.invalid_dropped for p in publishers),
+        }
+
     async def close(self) -> None:
+        self._stop.set()
         await asyncio.gather(*(p.close(t) for p, t in self._by_stream.values()))
 
 
 class SubscriberStats:
-    """Invalid messages the subscriber dropped, with a warning per stream at most once a minute."""
+    """Invalid messages the subscriber dropped, with a warning per stream at most once a minute;
+    and messages aiomqtt dropped because its bounded queue was full."""
 
     LOG_EVERY_S = 60.0
 
     def __init__(self) -> None:
         self.invalid = 0
+        self.queue_full = 0
         self._last_log: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
 
@@ -291,6 +307,25 @@ class SubscriberStats:
             reason,
             f" (and {more} more from this stream in the last minute)" if more else "",
         )
+
+
+class _QueueFullCounter(logging.Filter):
+    """Counts aiomqtt's "queue is full" warnings and lets one through per minute."""
+
+    def __init__(self, stats: SubscriberStats) -> None:
+        super().__init__()
+        self.stats = stats
+        self._last = -SubscriberStats.LOG_EVERY_S
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "queue is full" not in record.getMessage():
+            return True
+        self.stats.queue_full += 1
+        now = time.monotonic()
+        if now - self._last < SubscriberStats.LOG_EVERY_S:
+            return False
+        self._last = now
+        return True
 
 
 def topic_parts(prefix: str, topic: str) -> tuple[str, str | None, str]:
@@ -316,24 +351,29 @@ async def subscribe(
     """
     stats = stats if stats is not None else SubscriberStats()
     filters = [(f"{prefix}/+/+/scores", 0), (f"{prefix}/+/+/alert", 1), (f"{prefix}/+/status", 1)]
-    backoff = 1.0
+    backoff = Backoff(1.0, MAX_BACKOFF_S)
     connected = False
+    client_log = logging.getLogger(f"{__name__}.client")
+    client_log.addFilter(_QueueFullCounter(stats))
     while not stop.is_set():
         try:
-            async with broker.client(f"emotion-dashboard-{os.getpid()}") as client:
+            client = broker.client(
+                client_id("dashboard"), max_queued_incoming_messages=MAX_QUEUED_INCOMING, logger=client_log
+            )
+            async with client:
                 for topic, qos in filters:
                     await client.subscribe(topic, qos=qos)
                 log.warning("dashboard: subscribed to %s/# on %s", prefix, broker)
-                connected, backoff = True, 1.0
+                connected = True
+                backoff.reset()
                 async for message in client.messages:
                     _handle(message, prefix, deliver, stats)
         except aiomqtt.MqttError as exc:
-            if connected or backoff == 1.0:
+            if connected or backoff.first:
                 log.warning("dashboard: MQTT broker %s unreachable (%s); retrying with backoff", broker, exc)
             connected = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+                await asyncio.wait_for(stop.wait(), backoff.next_delay())
 
 
 def _handle(message: aiomqtt.Message, prefix: str, deliver: Callable[[dict], None], stats: SubscriberStats) -> None:

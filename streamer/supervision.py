@@ -12,9 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from streamer.backoff import Backoff
-from streamer.worker import AnalysisWorker
+
+if TYPE_CHECKING:
+    from streamer.worker import AnalysisWorker
 
 log = logging.getLogger(__name__)
 STABLE_S = 60.0  # a part that ran this long before dying starts its backoff afresh

@@ -221,10 +221,11 @@ def read_messages(ws_url: str, until, timeout: float = 30.0) -> list[dict]:
 class Mosquitto:
     """A real Mosquitto broker on a free loopback port, restartable (with persistence)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, extra: str = "allow_anonymous true\n"):
         import shutil
 
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.extra = extra  # authentication lines of the config
         if not Path(binary).exists():
             pytest.fail("mosquitto is needed (the test command installs it)")
         self.binary = binary
@@ -238,7 +239,7 @@ class Mosquitto:
         self.port = port
         self.url = f"mqtt://127.0.0.1:{port}"
         self.config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {port} 127.0.0.1\n{self.extra}"
             f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\nuser root\n"
         )
 

@@ -19,6 +19,7 @@ def msg(t: float, channel: str = "caller", stream: str = "desk", **scores) -> di
         "stream": stream,
         "channel": channel,
         "t": t,
+        "speech": bool(scores),
         "rolling": rolling(**scores) if scores else None,
     }
 

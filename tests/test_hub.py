@@ -103,8 +103,38 @@ def test_loop_bridge_is_bounded_and_ordered():
 
 def test_messages_with_nan_are_dropped_and_counted_not_sent():
     hub = Hub()
-    hub.publish(status_message("s", "dev", "running", 0, 0, level=float("nan")))
+    hub.publish(status_message("s", "dev", "running", 0, 0, lost_s=float("nan")))
     hub.publish(scores(0.5) | {"latency_ms": float("inf")})
     hub.publish(status_message("s", "dev", "running", 0, 1))
     assert hub.stats()["invalid"] == 2 and hub.published == 1
     assert [json.loads(s)["windows"] for s in hub.snapshot()] == [1]
+
+
+def test_streams_are_bounded_and_ended_ones_expire():
+    now = [0.0]
+    hub = Hub(max_streams=2, stream_ttl_s=600, clock=lambda: now[0])
+    for stream in ("a", "b"):
+        hub.publish(status_message(stream, "mqtt", "running", 0, 0))
+        hub.publish(scores(1.0, stream))
+    hub.publish(status_message("forged-1", "mqtt", "running", 0, 0))
+    hub.publish(scores(1.0, "forged-2"))
+    assert hub.stats()["streams"] == ["a", "b"] and hub.stats()["streams_refused"] == 2
+    hub.publish(status_message("a", "mqtt", "offline", 0, 0))  # a's analyzer died
+    now[0] = 599.0
+    assert hub.expire() == []
+    now[0] = 600.0
+    assert hub.expire() == ["a"]  # ended 10 minutes ago: forgotten, history too
+    assert hub.stats()["streams"] == ["b"] and hub.stats()["streams_expired"] == 1
+    assert all(json.loads(text)["stream"] == "b" for text in hub.snapshot())
+    now[0] = 10_000.0
+    assert hub.expire() == []  # b is still running, however old
+    hub.publish(status_message("c", "mqtt", "running", 0, 0))  # room again
+    assert hub.stats()["streams"] == ["b", "c"]
+
+
+def test_bad_hub_settings_are_refused():
+    import pytest
+
+    for kwargs in ({"client_queue": 0}, {"max_streams": 0}, {"stream_ttl_s": 0}, {"stream_ttl_s": float("inf")}):
+        with pytest.raises(ValueError):
+            Hub(**kwargs)

@@ -103,10 +103,39 @@ def test_unknown_type_and_state_are_rejected():
         check(status(state="hacked"), channel=None)
 
 
-def test_publisher_drops_our_own_messages_with_nan():
-    from streamer.mqtt import StreamPublisher, parse_broker_url
+def test_what_we_build_is_what_we_accept():
+    """The builders and the validator share one schema: every built message validates, field for field."""
+    import numpy as np
 
-    publisher = StreamPublisher(parse_broker_url("mqtt://localhost"), "emotion", "desk-17")
-    publisher.offer(scores(latency_ms=float("nan")))
-    publisher.offer(scores())
-    assert publisher.invalid_dropped == 1 and publisher._latest_scores["caller"]["latency_ms"] == 12.5
+    from streamer.alerts import AlertEngine, parse_rule
+    from streamer.messages import SCHEMA, scores_message, status_message
+
+    built_scores = scores_message("desk-17", "caller", 2.5, np.full(8, 0.125), np.full(8, 0.125), 3.2, adapted=0.1)
+    silence = scores_message("desk-17", "caller", 3.0, None, None, 1.0)
+    built_status = status_message(
+        "desk-17", "pulse", "running", 0, 4, lost_s=0.0, channels=["caller"], latency_ms=None, reconnects=0,
+        error=None, errors=1, last_error="RuntimeError: x", adaptation=0.25,
+    )  # fmt: skip
+    engine = AlertEngine([parse_rule("caller:angry>=0.5")])
+    angry = dict(built_scores, rolling={**built_scores["rolling"], "angry": 0.9})
+    [alert] = engine.evaluate(angry)
+    for message in (built_scores, silence, built_status, alert):
+        assert set(message) <= set(SCHEMA[message["type"]])
+        assert validate_message(json.dumps(message)) == message
+    with pytest.raises(ValueError, match="no field 'mood'"):
+        status_message("desk-17", "pulse", "running", 0, 4, mood="sunny")
+
+
+def test_undeclared_fields_are_dropped_not_forwarded():
+    checked = check(scores(script="<img onerror=alert(1)>", nested={"a": 1}))
+    assert "script" not in checked and "nested" not in checked and checked["top"] == "angry"
+    for field, bad in (("t", "soon"), ("speech", "yes"), ("top", "rage"), ("adapted", 2.0), ("latency_ms", True)):
+        with pytest.raises(ValueError, match=field):
+            check(scores(**{field: bad}))
+    for field, bad in (("windows", -1), ("windows", 1.5), ("channels", ["a", ""]), ("source", "x" * 2000)):
+        with pytest.raises(ValueError, match=field):
+            check(status(**{field: bad}), channel=None)
+    with pytest.raises(ValueError, match="state"):
+        check({"type": "alert", "stream": "desk-17", "channel": "caller", "rule": "r", "state": "exploded"})
+    with pytest.raises(ValueError, match="speech is missing"):
+        check({k: v for k, v in scores().items() if k != "speech"})

@@ -149,3 +149,72 @@ def test_supervisor_drops_poison_payloads_and_keeps_going(mosquitto, start_analy
     assert {s["stream"] for s in status_json["streams"]} == {"good-stream"}
     assert "dropped an invalid message" in dashboard.output() and "Traceback" not in dashboard.output()
     assert dashboard.stop() == 0
+
+
+def test_password_from_a_file_connects_and_is_never_printed(tmp_path, start_analyzer, speech_file):
+    """A broker that requires a login: the password comes from a file, and no output ever shows it."""
+    import subprocess
+
+    from tests.conftest import Mosquitto
+
+    secret = "pa55-word-never-printed"
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "analyzer", secret], check=True, timeout=30)
+    broker = Mosquitto(tmp_path, extra=f"allow_anonymous false\npassword_file {passwords}\n")
+    try:
+        secret_file = tmp_path / "mqtt-password"
+        secret_file.write_text(secret + "\n")
+        url = f"mqtt://analyzer@127.0.0.1:{broker.port}"
+        good = start_analyzer(["--input", str(speech_file), "--mqtt", url, "--mqtt-password-file", str(secret_file)])
+        deadline = time.monotonic() + 20
+        while "connected to MQTT broker" not in good.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "connected to MQTT broker" in good.output()
+        # A wrong password in the URL: refused by the broker, warned about, and still never printed.
+        wrong = start_analyzer(
+            ["--input", str(speech_file), "--mqtt", f"mqtt://analyzer:{secret}x@127.0.0.1:{broker.port}"]
+        )
+        deadline = time.monotonic() + 20
+        while "unreachable" not in wrong.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "unreachable" in wrong.output() and "visible to every user" in wrong.output()
+        for analyzer in (good, wrong):
+            assert analyzer.stop() == 0
+            assert secret not in analyzer.output()
+    finally:
+        broker.stop()
+
+
+def test_two_dashboards_on_one_broker_do_not_evict_each_other(mosquitto):
+    """Each connection has its own client id (pid alone is 1 in every container)."""
+    import asyncio
+
+    import paho.mqtt.client as paho
+
+    from streamer.mqtt import parse_broker_url, subscribe
+
+    async def main():
+        stop = asyncio.Event()
+        got: list[list[dict]] = [[], []]
+        tasks = [
+            asyncio.create_task(subscribe(parse_broker_url(mosquitto.url), "emotion", got[i].append, stop))
+            for i in range(2)
+        ]
+        await asyncio.sleep(1.0)
+        publisher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        publisher.connect("127.0.0.1", mosquitto.port)
+        publisher.loop_start()
+        for n in range(5):
+            status = {"type": "status", "stream": "desk-1", "state": "running", "windows": n}
+            publisher.publish("emotion/desk-1/status", json.dumps(status), qos=1).wait_for_publish(5)
+            await asyncio.sleep(0.2)
+        publisher.loop_stop()
+        publisher.disconnect()
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return got
+
+    got = asyncio.run(main())
+    assert [[m["windows"] for m in g] for g in got] == [[0, 1, 2, 3, 4]] * 2
