@@ -1,0 +1,201 @@
+"""Property tests (hypothesis, bounded and reproducible): whatever arrives from outside ends in a
+result or a clear error, within a time bound — the MQTT message validator, the alert-rule parser
+(command line and TOML) and the audio decoder fed mutated WAV/FLAC/Ogg headers."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamer.alerts import AlertRule, RuleError, load_rules, parse_rule
+from streamer.audio import AudioError, load_audio
+from streamer.labels import EMOTIONS
+from streamer.messages import scores_message, status_message, validate_message
+
+BOUNDED = settings(
+    max_examples=300,
+    deadline=2000,  # ms per example
+    derandomize=True,  # the same examples on every run: CI is reproducible
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@contextmanager
+def time_limit(seconds: int):
+    """Fail (instead of hanging the suite) if the body takes longer; main thread only."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"took over {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# -- the MQTT message validator ------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+def valid_messages() -> list[dict]:
+    probs = np.full(len(EMOTIONS), 1 / len(EMOTIONS))
+    return [
+        scores_message("desk-1", "caller", 2.5, probs, probs, 3.0, adapted=0.2),
+        scores_message("desk-1", "caller", 3.0, None, None, 1.0),
+        status_message("desk-1", "pulse", "running", 0, 4, channels=["caller"], errors=0),
+        {"type": "alert", "stream": "desk-1", "channel": "caller", "rule": "r", "score": 0.7, "state": "raised"},
+    ]
+
+
+def accepts_or_refuses(payload, **topic) -> None:
+    try:
+        result = validate_message(payload, **topic)
+    except ValueError:
+        return
+    assert isinstance(result, dict)
+    json.dumps(result, allow_nan=False)  # whatever passes is strict JSON a browser can parse
+
+
+@BOUNDED
+@given(st.binary(max_size=2000))
+def test_validator_on_arbitrary_bytes(payload):
+    accepts_or_refuses(payload, stream="desk-1", channel="caller")
+
+
+@BOUNDED
+@given(json_values)
+def test_validator_on_arbitrary_json_values(value):
+    accepts_or_refuses(value)
+    try:
+        text = json.dumps(value)
+    except ValueError:
+        return
+    accepts_or_refuses(text, stream="desk-1")
+
+
+@BOUNDED
+@given(st.sampled_from(valid_messages()), st.text(max_size=12), json_values)
+def test_validator_on_mutated_valid_messages(message, field, value):
+    mutated = {**message, field: value}
+    accepts_or_refuses(mutated, stream="desk-1", channel="caller" if message["type"] != "status" else None)
+    accepts_or_refuses(json.dumps(mutated, allow_nan=True).encode(), stream="desk-1")
+
+
+# -- the alert-rule parser ------------------------------------------------------------------
+
+rule_words = st.sampled_from(
+    [*EMOTIONS, "negative", "caller:", "agent:", ">=", "0.6", "1e9", "-1", "nan", "for", "5s", "cooldown", "severity",
+     "high", "angry+sad", " ", ":", "s", "10", "inf", "0"]
+)  # fmt: skip
+
+
+@BOUNDED
+@given(st.one_of(st.text(max_size=60), st.lists(rule_words, max_size=10).map("".join)))
+def test_rule_parser_on_arbitrary_text(text):
+    try:
+        rule = parse_rule(text)
+    except RuleError:
+        return
+    assert isinstance(rule, AlertRule) and 0 < rule.threshold <= 1 and rule.hold_s >= 0
+
+
+@BOUNDED
+@given(
+    st.sampled_from(EMOTIONS),
+    st.floats(0.001, 1),  # a threshold of 0 would always fire: refused
+    st.floats(0, 600),
+    st.sampled_from(["info", "warning", "high", "critical"]),
+)
+def test_valid_rules_parse_to_what_they_say(emotion, threshold, hold, severity):
+    rule = parse_rule(f"caller:{emotion}>={threshold:.3f} for {hold:.1f}s severity {severity}")
+    assert (rule.channel, rule.members, rule.severity) == ("caller", (emotion,), severity)
+    assert rule.threshold == pytest.approx(round(threshold, 3)) and rule.hold_s == pytest.approx(round(hold, 1))
+
+
+@BOUNDED
+@given(st.text(max_size=300))
+def test_rule_files_on_arbitrary_text(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("rules") / "rules.toml"
+    path.write_text(text)
+    try:
+        rules = load_rules(path)
+    except RuleError:
+        return
+    assert all(isinstance(r, AlertRule) for r in rules)
+
+
+# -- the decoder, on mutated headers -------------------------------------------------------
+
+
+def encoded(fmt: str, subtype: str | None = None) -> bytes:
+    audio = (0.2 * np.sin(np.arange(8000) / 7)).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, 8000, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+SAMPLES = {"wav": encoded("WAV", "PCM_16"), "flac": encoded("FLAC"), "ogg": encoded("OGG", "VORBIS")}
+
+
+def decodes_or_refuses(data: bytes) -> None:
+    start = time.monotonic()
+    with time_limit(5):
+        try:
+            audio = load_audio(io.BytesIO(data), 16000, max_seconds=60)
+        except AudioError as exc:
+            assert str(exc)  # a readable reason
+        else:
+            assert audio.dtype == np.float32 and audio.ndim == 1 and np.isfinite(audio).all()
+            assert audio.size <= 60 * 16000
+    assert time.monotonic() - start < 5
+
+
+@BOUNDED
+@given(
+    st.sampled_from(sorted(SAMPLES)),
+    st.lists(st.tuples(st.integers(0, 99), st.integers(0, 255)), min_size=1, max_size=6),
+)
+def test_decoder_on_mutated_headers(kind, changes):
+    data = bytearray(SAMPLES[kind])
+    for position, value in changes:
+        data[position] = value
+    decodes_or_refuses(bytes(data))
+
+
+@BOUNDED
+@given(st.sampled_from(sorted(SAMPLES)), st.integers(0, 400))
+def test_decoder_on_truncated_files(kind, length):
+    decodes_or_refuses(SAMPLES[kind][:length])
+
+
+@BOUNDED
+@given(
+    st.sampled_from([2**32 - 1, 0, 1, 7, 96000, 400_000, 2**31]),
+    st.sampled_from([0, 1, 2, 33, 255, 65535]),
+    st.sampled_from([0, 8, 16, 24, 32, 64, 65535]),
+)
+def test_decoder_on_implausible_wav_fields(rate, channels, bits):
+    """The fmt chunk's sample rate (bytes 24-27), channel count (22-23) and bit depth (34-35) set wild."""
+    data = bytearray(SAMPLES["wav"])
+    data[22:24] = channels.to_bytes(2, "little")
+    data[24:28] = rate.to_bytes(4, "little")
+    data[34:36] = bits.to_bytes(2, "little")
+    decodes_or_refuses(bytes(data))
