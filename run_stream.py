@@ -168,6 +168,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = [n.strip() for n in args.channels.split(",")] if args.channels else ["mono"]
     if not all(names) or len(set(names)) != len(names) or not all(map(valid_name, names)):
         p.error("--channels needs distinct, non-empty names without '/', '+', '#' or spaces")
+    if not all(valid_name(level) for level in args.mqtt_prefix.split("/")):
+        p.error("--mqtt-prefix needs non-empty topic levels without '+', '#' or spaces")
     if not valid_name(args.stream_id):
         p.error("--stream-id must be non-empty, without '/', '+', '#' or spaces")
     if args.serve and (args.input or args.device):

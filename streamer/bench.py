@@ -357,9 +357,27 @@ def expected_windows(seconds: float) -> int:
     return int((seconds - 2.0) / HOP_S)
 
 
+async def receive_scores(ws, done: asyncio.Future, start_wall: float, ramp_s: float, record) -> None:
+    """Until ``done`` completes, ``record(message, latency_ms, now)`` for each scores message:
+    latency from the end of the window's audio at the simulated card to its arrival here."""
+    from websockets.exceptions import ConnectionClosed
+
+    while not done.done():
+        try:
+            text = await asyncio.wait_for(ws.recv(), 0.5)
+        except TimeoutError:
+            continue
+        except ConnectionClosed:
+            return
+        now = time.time()
+        for message in json.loads(text):
+            if message["type"] == "scores":
+                start = start_wall + _start_offset_s(int(message["stream"][1:]), ramp_s)
+                record(message, (now - (start + message["t"])) * 1000, now)
+
+
 async def _measure(n_streams: int, seconds: float, ramp_s: float) -> dict:
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
 
     proc, port = await start_stream_server(n_streams, seconds, ramp_s)
 
@@ -368,24 +386,17 @@ async def _measure(n_streams: int, seconds: float, ramp_s: float) -> dict:
 
     latencies: list[float] = []
     counts: dict[str, int] = {}
+
+    def record(message: dict, latency_ms: float, now: float) -> None:
+        latencies.append(latency_ms)
+        counts[message["stream"]] = counts.get(message["stream"], 0) + 1
+
     async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None) as ws:
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
         start_wall = (await line())["start_wall"]
         result_task = asyncio.create_task(line())
-        while not result_task.done():
-            try:
-                text = await asyncio.wait_for(ws.recv(), 0.5)
-            except TimeoutError:
-                continue
-            except ConnectionClosed:
-                break
-            now = time.time()
-            for message in json.loads(text):
-                if message["type"] == "scores":
-                    start = start_wall + _start_offset_s(int(message["stream"][1:]), ramp_s)
-                    latencies.append((now - (start + message["t"])) * 1000)
-                    counts[message["stream"]] = counts.get(message["stream"], 0) + 1
+        await receive_scores(ws, result_task, start_wall, ramp_s, record)
     result = await result_task
     await proc.wait()
     expected = expected_windows(seconds)

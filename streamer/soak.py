@@ -15,19 +15,17 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from streamer.bench import _start_offset_s, expected_windows, start_stream_server
+from streamer.bench import expected_windows, receive_scores, start_stream_server
 
 RAMP_S = 5.0
 
 
 async def soak(minutes: float, streams: int, log) -> dict:
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
 
     seconds = minutes * 60
     proc, port = await start_stream_server(streams, seconds, RAMP_S, report_s=60.0)
@@ -36,7 +34,7 @@ async def soak(minutes: float, streams: int, log) -> dict:
     rows: list[dict] = []
     final: dict = {}
 
-    async def read_reports(start_wall: float) -> None:
+    async def read_reports() -> None:
         nonlocal final
         previous = {"overruns": 0, "hub_dropped": 0, "errors": 0, "windows": 0}
         while True:
@@ -67,25 +65,16 @@ async def soak(minutes: float, streams: int, log) -> dict:
                 f"{row['errors']} errors"
             )
 
+    def record(message: dict, latency_ms: float, now: float) -> None:
+        latencies.setdefault(int((now - start_wall) // 60), []).append(latency_ms)
+        counts[message["stream"]] = counts.get(message["stream"], 0) + 1
+
     async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None) as ws:
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
         start_wall = json.loads(await proc.stdout.readline())["start_wall"]
-        reports = asyncio.create_task(read_reports(start_wall))
-        while not reports.done():
-            try:
-                text = await asyncio.wait_for(ws.recv(), 0.5)
-            except TimeoutError:
-                continue
-            except ConnectionClosed:
-                break
-            now = time.time()
-            minute = int((now - start_wall) // 60)
-            for message in json.loads(text):
-                if message["type"] == "scores":
-                    start = start_wall + _start_offset_s(int(message["stream"][1:]), RAMP_S)
-                    latencies.setdefault(minute, []).append((now - (start + message["t"])) * 1000)
-                    counts[message["stream"]] = counts.get(message["stream"], 0) + 1
+        reports = asyncio.create_task(read_reports())
+        await receive_scores(ws, reports, start_wall, RAMP_S, record)
         await reports
     await proc.wait()
     expected = expected_windows(seconds)
@@ -125,6 +114,7 @@ def chart(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
     axes[0].plot(minutes, [r["rss_mb"] for r in rows], marker=".")
     axes[0].set_ylabel("RSS (MB)")
+    axes[0].set_ylim(0, max(r["rss_mb"] for r in rows) * 1.2)  # from zero: a slope is not exaggerated
     slope = result["rss_slope_mb_per_h"]
     axes[0].set_title(
         f"Soak: {result['streams']} real-time streams for {result['minutes']:g} min"
@@ -133,12 +123,14 @@ def chart(result: dict, path: Path) -> None:
     axes[1].plot(minutes, [r["p95_latency_ms"] for r in rows], marker=".", color="tab:orange")
     axes[1].axhline(250, color="grey", linestyle="--", linewidth=1)
     axes[1].set_ylabel("p95 latency (ms)")
+    axes[1].set_ylim(0, None)
     width = 0.4
     axes[2].bar([m - width / 2 for m in minutes], [r["overruns"] for r in rows], width, label="overruns")
     axes[2].bar(
         [m + width / 2 for m in minutes], [r["dropped"] + r["errors"] for r in rows], width, label="dropped + errors"
     )
     axes[2].set_ylabel("lost per minute")
+    axes[2].set_ylim(0, max(1, *(max(r["overruns"], r["dropped"] + r["errors"]) for r in rows)) * 1.2)
     axes[2].set_xlabel("minute")
     axes[2].legend()
     fig.tight_layout()

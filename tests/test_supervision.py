@@ -222,6 +222,10 @@ def test_stop_ends_a_task_waiting_out_its_backoff():
         ("--port", "70000"),
         ("--send-buffer-kb", "x"),
         ("--max-upload-mb", "inf"),
+        ("--max-streams", "0"),
+        ("--stream-ttl", "-5"),
+        ("--concurrent-uploads", "0"),
+        ("--upload-read-timeout", "0"),
     ],
 )
 def test_numeric_options_are_validated_with_one_line(option, value, capsys):
@@ -246,3 +250,13 @@ def test_backoff_doubles_to_its_cap_and_resets():
     for bad in ((0, 1), (2, 1), (1, float("inf"))):
         with pytest.raises(ValueError):
             Backoff(*bad)
+
+
+def test_mqtt_prefix_must_be_topic_levels(capsys):
+    import run_stream
+
+    assert run_stream.parse_args(["--mqtt-prefix", "site/emotion"]).mqtt_prefix == "site/emotion"
+    for bad in ("", "emotion/#", "a//b", "em otion"):
+        with pytest.raises(SystemExit):
+            run_stream.parse_args(["--mqtt-prefix", bad])
+        assert "--mqtt-prefix" in capsys.readouterr().err
