@@ -315,10 +315,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     uploads = workers[0].uploads  # the first worker also runs the model for uploads, between its live batches
 
     def analyze_upload(f):  # in a thread; refuses recordings over the limit before decoding them whole
-        def predict(frames, stats):
-            return uploads.predict(frames, stats)
-
-        return analyze_source(f, model, args.hop, predict, max_seconds=args.max_upload_seconds)
+        return analyze_source(f, model, args.hop, uploads.predict, max_seconds=args.max_upload_seconds)
 
     def counters() -> dict:
         steps = [w.step for w in supervisor.workers]
@@ -326,7 +323,11 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
             "errors": sum(s.errors for s in steps),
             "restarts": supervisor.restarts + task_restarts.count,
             "bridge_dropped": bridge.dropped,
-            **({"mqtt_invalid": mqtt_stats.invalid, "mqtt_queue_full": mqtt_stats.queue_full} if mqtt_stats else {}),
+            **(
+                {"mqtt_invalid": mqtt_stats.invalid, "mqtt_queue_full": mqtt_stats.queue_full}
+                if mqtt_stats is not None
+                else {}
+            ),
             **(publishers.stats() if publishers is not None else {}),
         }
 
@@ -356,8 +357,19 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
         )
 
     hub.extra_stats = counters
-    app = create_app(hub, analyze_upload, max_upload_mb=args.max_upload_mb, metrics=metrics.collector(snapshot))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off", timeout_graceful_shutdown=1))
+    app = create_app(
+        hub,
+        analyze_upload,
+        max_upload_mb=args.max_upload_mb,
+        concurrent_uploads=args.concurrent_uploads,
+        upload_read_timeout_s=args.upload_read_timeout,
+        access=access,
+        metrics=metrics.collector(snapshot),
+    )
+    tls = {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile} if access.tls else {}
+    # A short graceful timeout: shutdown must end within SHUTDOWN_BUDGET_S whatever clients do.
+    config = uvicorn.Config(app, log_level=args.log_level, lifespan="off", timeout_graceful_shutdown=1, **tls)
+    server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, begin_shutdown, stop)

@@ -122,46 +122,57 @@ class Analyzer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self._port: int | None = None
+        self._address: tuple[str, int] | None = None  # (scheme, port) once it listens
 
     @property
     def port(self) -> int:
         """The port it listens on, once it says so (waits up to a minute)."""
+        return self._listening()[1]
+
+    def _listening(self) -> tuple[str, int]:
         import re
         import time
 
         deadline = time.monotonic() + 60
-        while self._port is None:
-            found = re.search(r"dashboard: https?://[^ ]+:(\d+)/", self.output())
+        while self._address is None:
+            found = re.search(r"dashboard: (https?)://[^ ]+:(\d+)/", self.output())
             if found:
-                self._port = int(found.group(1))
+                self._address = (found.group(1), int(found.group(2)))
             elif self.proc.poll() is not None:
                 raise AssertionError(f"analyzer exited with {self.proc.returncode}:\n{self.output()}")
             elif time.monotonic() > deadline:
                 raise AssertionError(f"analyzer did not start listening:\n{self.output()}")
             else:
                 time.sleep(0.05)
-        return self._port
+        return self._address
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme, port = self._listening()
+        return f"{scheme}://127.0.0.1:{port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        scheme, port = self._listening()
+        return f"{'wss' if scheme == 'https' else 'ws'}://127.0.0.1:{port}/ws"
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the server answers HTTP (any status: a token may be required)."""
+        import ssl
         import time
+        import urllib.error
         import urllib.request
 
         deadline = time.monotonic() + timeout
         url = self.url + "/api/status"
+        unverified = ssl._create_unverified_context()  # the tests' self-signed certificates
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"analyzer exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                urllib.request.urlopen(url, timeout=1).read()
+                urllib.request.urlopen(url, timeout=1, context=unverified).read()
+                return
+            except urllib.error.HTTPError:
                 return
             except OSError:
                 time.sleep(0.1)

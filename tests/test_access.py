@@ -109,14 +109,7 @@ def test_the_analyzer_refuses_to_start_exposed_without_a_token():
 
 
 def test_tls_serves_https_and_wss(serve_app, tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     access = resolve_access("127.0.0.1", certfile=cert, keyfile=key)
     server = serve_app(app_with(access), ssl_certfile=str(cert), ssl_keyfile=str(key))
     assert server.url.startswith("https://")
@@ -202,3 +195,63 @@ def test_status_and_websocket_stay_responsive_while_uploads_stall(serve_app):
     finally:
         for sock in attackers:
             sock.close()
+
+
+def self_signed(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_the_analyzer_serves_token_origin_and_tls_end_to_end(start_analyzer, tmp_path):
+    """Through run_stream.py: exposed on every address, with a token file and TLS."""
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    analyzer = start_analyzer(
+        [
+            "--serve",
+            "--host",
+            "0.0.0.0",
+            "--token-file",
+            str(token_file),
+            "--certfile",
+            str(cert),
+            "--keyfile",
+            str(key),
+        ]
+    )
+    assert analyzer.url.startswith("https://") and "open it once with ?token=" in analyzer.output()
+    assert TOKEN not in analyzer.output()
+    with httpx.Client(base_url=analyzer.url, verify=False, timeout=5) as client:
+        assert client.get("/api/status").status_code == 401
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        opened = client.get(f"/?token={TOKEN}")
+        assert opened.status_code == 303 and "secure" in opened.headers["set-cookie"].lower()
+        assert client.get("/metrics").text.startswith("# HELP")  # with the cookie
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    own = f"https://127.0.0.1:{analyzer.port}"
+    cookie = {"Cookie": f"emotion_token={TOKEN}"}
+    assert ws_open_any(analyzer.ws_url, ssl=context, origin=own, additional_headers=cookie)
+    assert not ws_open_any(analyzer.ws_url, ssl=context, origin="https://evil.example", additional_headers=cookie)
+    assert not ws_open_any(analyzer.ws_url, ssl=context, origin=own)
+    assert analyzer.stop() == 0
+
+
+def ws_open_any(url: str, **kwargs) -> bool:
+    """True if the websocket opened (the analyzer has no streams, so no history is awaited)."""
+    try:
+        with connect(url, open_timeout=5, **kwargs):
+            return True
+    except InvalidStatus:
+        return False
