@@ -354,6 +354,8 @@ async def subscribe(
     backoff = Backoff(1.0, MAX_BACKOFF_S)
     connected = False
     client_log = logging.getLogger(f"{__name__}.client")
+    for old in [f for f in client_log.filters if isinstance(f, _QueueFullCounter)]:
+        client_log.removeFilter(old)  # a restarted subscriber counts once
     client_log.addFilter(_QueueFullCounter(stats))
     while not stop.is_set():
         try:

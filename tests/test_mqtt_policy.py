@@ -110,3 +110,22 @@ def test_the_spool_is_compacted_and_keeps_what_is_pending(tmp_path):
     policy.alert_sent()  # the fourth: compaction
     assert [json.loads(line)["alert"]["rule"] for line in path.read_text().splitlines()] == ["r4", "r5"]
     assert [a["rule"] for a in AlertSpool(path).pending] == ["r4", "r5"]
+
+
+def test_overflow_of_the_subscriber_queue_is_counted_and_logged_once_a_minute(caplog):
+    import logging
+
+    from streamer.mqtt import SubscriberStats, _QueueFullCounter
+
+    stats = SubscriberStats()
+    logger = logging.getLogger("test.aiomqtt.client")
+    logger.addFilter(_QueueFullCounter(stats))
+    try:
+        with caplog.at_level(logging.WARNING, logger="test.aiomqtt.client"):
+            for _ in range(50):
+                logger.warning("Message queue is full. Discarding message.")
+            logger.warning("something else")
+    finally:
+        logger.filters.clear()
+    assert stats.queue_full == 50
+    assert [r.getMessage() for r in caplog.records] == ["Message queue is full. Discarding message.", "something else"]
