@@ -59,6 +59,7 @@ def test_sigterm_exits_within_5_s_despite_stalled_clients_and_uploads(start_anal
     finally:
         for sock in [*stuck, *uploads, busy]:
             sock.close()
+    print(f"SIGTERM to exit: {took:.2f} s")
     assert code == 0, analyzer.output()
     assert took < 5.0, f"took {took:.1f} s\n{analyzer.output()}"
     assert "Traceback" not in analyzer.output()
