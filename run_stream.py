@@ -271,7 +271,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     from streamer.analyze import analyze_source
     from streamer.hub import Hub, LoopBridge
     from streamer.server import create_app
-    from streamer.sources import FileSource
+    from streamer.sources import FilePacer, FileSource
     from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
     from streamer.worker import AnalysisWorker
 
@@ -307,8 +307,9 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     workers = [AnalysisWorker(m, bridge.put, alerts=alerts) for m in worker_models(args, model, len(sources))]
     for i, source in enumerate(sources):
         workers[i % len(workers)].add(source)  # a stream stays on one worker: its state is not shared
-        if isinstance(source, FileSource):
-            source.start()
+    files = [s for s in sources if isinstance(s, FileSource)]
+    pacer = FilePacer(files, fast=args.fast)
+    pacer.start()
     for worker in workers:
         worker.start()
     supervisor = WorkerSupervisor(workers)
@@ -402,6 +403,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     for task in tasks:
         task.cancel()
     app.state.closing.set()  # uploads still arriving end with 503
+    pacer.stop()
     for source in sources:
         source.stop()
     uploads.close()

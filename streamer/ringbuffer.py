@@ -12,8 +12,6 @@ timestamps come from counts, not wall clocks.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 
@@ -35,8 +33,6 @@ class AudioRing:
         self.read_pos = 0  # frames ever consumed or skipped
         self.overrun_samples = 0
         self.overruns = 0  # times the reader found audio overwritten
-        self._space = threading.Event()  # for blocking writers (files), never used by callbacks
-        self._space.set()
 
     def write(self, frames: np.ndarray) -> None:
         """Copy frames in; never blocks. Shape ``(n, channels)`` or ``(n,)`` for mono."""
@@ -49,17 +45,6 @@ class AudioRing:
         self._data[start : start + first] = frames[:first]
         self._data[: frames.shape[0] - first] = frames[first:]
         self.written += n
-
-    def write_blocking(self, frames: np.ndarray, timeout: float | None = None) -> bool:
-        """For file sources: wait until the reader made room, then write."""
-        while self.written + len(frames) - self.read_pos > self.capacity:
-            self._space.clear()
-            if self.written + len(frames) - self.read_pos <= self.capacity:
-                break
-            if not self._space.wait(timeout):
-                return False
-        self.write(frames)
-        return True
 
     @property
     def available(self) -> int:
@@ -89,5 +74,4 @@ class AudioRing:
             self.overrun_samples += clobbered
             self.overruns += 1
         self.read_pos += n
-        self._space.set()
         return start_pos, out

@@ -221,7 +221,14 @@ class DeviceSource(Source):
 
 
 class FileSource(Source):
-    """Streams a file through the live path, paced in real time unless ``fast``."""
+    """A file through the live path, as a sound card would deliver it.
+
+    It does not pace itself: a ``FilePacer`` (one thread for every file)
+    calls ``feed_until`` with the seconds of audio that are due, or
+    ``feed_fast`` to fill the ring as fast as the analysis takes it.
+    """
+
+    BLOCK_S = 0.05  # read and delivered in 50 ms blocks, as a device callback would
 
     def __init__(
         self, path: Path, stream_id: str, channels: list[str], config: FeatureConfig, fast: bool = False, **analyzer_kw
@@ -241,39 +248,67 @@ class FileSource(Source):
         self.analyzer = StreamAnalyzer(stream_id, channels, self.rate, config, **analyzer_kw)
         self.state = "running"
         self.error: str | None = None
+        self.position = 0  # frames delivered to the ring
+        self._block = max(1, int(self.rate * self.BLOCK_S))
+        self._file: sf.SoundFile | None = None
         self._done_reading = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, name=f"file-{stream_id}", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
-
-    def _read(self) -> None:
-        block = max(1, self.rate // 20)
-        started = time.monotonic()
-        position = 0
+        """Open the file; the pacer delivers it."""
         try:
-            with sf.SoundFile(str(self.path)) as f:
-                for frames in f.blocks(blocksize=block, dtype="float32", always_2d=True):
-                    if self._stop.is_set():
-                        break
-                    if self.analyzer.channel_names == [MONO]:
-                        frames = frames.mean(axis=1, keepdims=True)  # downmix every channel
-                    else:
-                        frames = frames[:, : self.n_channels]  # named channels: the first N
-                    if not self.fast:
-                        delay = started + position / self.rate - time.monotonic()
-                        if delay > 0:
-                            self._stop.wait(delay)
-                    while not self.ring.write_blocking(frames, timeout=0.5):
-                        if self._stop.is_set():
-                            return
-                    position += len(frames)
+            self._file = sf.SoundFile(str(self.path))
         except Exception as exc:
-            self.error = f"reading failed: {str(exc).splitlines()[0]}"
-            log.warning("stream %s: %s", self.stream_id, self.error)
-        finally:
-            self._done_reading.set()
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self.error = f"reading failed: {str(exc).splitlines()[0]}"
+        log.warning("stream %s: %s", self.stream_id, self.error)
+        self._finish_reading()
+
+    def _finish_reading(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._done_reading.set()
+
+    @property
+    def reading(self) -> bool:
+        return not self._done_reading.is_set()
+
+    def _deliver_block(self) -> bool:
+        """Read one block into the ring; False at the end of the file."""
+        frames = self._file.read(self._block, dtype="float32", always_2d=True)
+        if not len(frames):
+            self._finish_reading()
+            return False
+        if self.analyzer.channel_names == [MONO]:
+            frames = frames.mean(axis=1, keepdims=True)  # downmix every channel
+        else:
+            frames = frames[:, : self.n_channels]  # named channels: the first N
+        self.ring.write(frames)  # real time: if analysis is behind, the oldest is lost and counted
+        self.position += len(frames)
+        return True
+
+    def feed_until(self, seconds: float) -> None:
+        """Deliver the blocks due by ``seconds`` of stream time."""
+        try:
+            while self.reading and self.position < seconds * self.rate and self._deliver_block():
+                pass
+        except Exception as exc:
+            self._fail(exc)
+
+    def feed_fast(self, max_blocks: int = 4) -> bool:
+        """Deliver up to ``max_blocks`` while the ring has room; True if anything was delivered."""
+        delivered = False
+        try:
+            for _ in range(max_blocks):
+                room = self.ring.capacity - self.ring.available
+                if not self.reading or room < self._block or not self._deliver_block():
+                    break
+                delivered = True
+        except Exception as exc:
+            self._fail(exc)
+        return delivered
 
     @property
     def exhausted(self) -> bool:
@@ -285,7 +320,8 @@ class FileSource(Source):
         return self.exhausted and self.analyzer.flushed
 
     def stop(self) -> None:
-        self._stop.set()
+        if self.reading:
+            self._finish_reading()
         if self.state == "running":
             self.state = "stopped"
 
@@ -302,3 +338,51 @@ class FileSource(Source):
             latency_ms=self.analyzer.mean_latency_ms,
             error=self.error,
         )
+
+
+class FilePacer:
+    """One thread that delivers every file source's audio: in real time, or with ``fast`` as fast
+    as the analysis takes it.
+
+    One clock instead of a thread per file: 300 reader threads each waking 20
+    times a second fell three times behind real time (issue 13), queueing for
+    the GIL with the analysis. A late tick catches up by position, so stream
+    time stays true.
+    """
+
+    def __init__(self, sources: list[FileSource], fast: bool = False) -> None:
+        self.sources = sources
+        self.fast = fast
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="file-pacer", daemon=True)
+
+    def start(self) -> None:
+        for source in self.sources:
+            source.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(1.0)  # not mid-read when the files close
+        for source in self.sources:
+            source.stop()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        ticks = 0
+        while not self._stop.is_set():
+            reading = [s for s in self.sources if s.reading]
+            if not reading:
+                return
+            if self.fast:
+                if not any([s.feed_fast() for s in reading]):
+                    self._stop.wait(0.005)  # every ring is full: let the analysis catch up
+                continue
+            ticks += 1
+            due = ticks * FileSource.BLOCK_S
+            # A block is delivered once its last sample is due, as a sound card would.
+            if self._stop.wait(max(0.0, started + due - time.monotonic())):
+                return
+            for source in reading:
+                source.feed_until(due)

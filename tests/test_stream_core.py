@@ -47,15 +47,6 @@ def test_ring_overrun_keeps_newest_and_counts_loss():
     assert ring.overrun_samples == 4 + 12
 
 
-def test_ring_blocking_write_waits_for_reader():
-    ring = AudioRing(4)
-    assert ring.write_blocking(ramp(0, 4), timeout=0.1)
-    assert not ring.write_blocking(ramp(4, 1), timeout=0.05)  # full: times out, nothing lost
-    ring.read(2)
-    assert ring.write_blocking(ramp(4, 2), timeout=0.1)
-    assert ring.read()[1][:, 0].tolist() == [2, 3, 4, 5]
-
-
 def test_sliding_windows_by_sample_count():
     cutter = SlidingWindows(window=10, hop=4)
     out = []
@@ -443,3 +434,44 @@ def test_adapt_reset_option_is_validated():
     for bad in ("0", "-1", "nan", "inf"):
         with pytest.raises(SystemExit):
             run_stream.parse_args(["--adapt-reset-s", bad])
+
+
+def test_one_pacer_delivers_files_in_real_time_by_position(tmp_path):
+    """The file pacer: blocks due by stream time, caught up by position after a late tick; fast fills rings."""
+    import soundfile as sf
+
+    from streamer.sources import FilePacer, FileSource
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"call{i}.wav")
+        sf.write(paths[-1], (np.arange(16000 * 3) % 100 / 1000).astype(np.float32), 16000)
+    sources = [FileSource(p, p.stem, ["mono"], CONFIG) for p in paths]
+    for source in sources:
+        source.start()
+    sources[0].feed_until(0.5)
+    assert sources[0].position == 8000 and sources[0].ring.available == 8000  # exactly what is due
+    sources[0].feed_until(2.0)  # a late tick: catches up to the position due, no more
+    assert sources[0].position == 32000
+    sources[0].feed_until(10.0)
+    assert sources[0].position == 48000 and not sources[0].reading  # the end of the file
+    start, frames = sources[0].ring.read()
+    assert start == 0 and np.allclose(frames[:100, 0], np.arange(100) / 1000, atol=1e-3)  # 16-bit WAV
+
+    pacer = FilePacer(sources[1:], fast=False)
+    pacer.start()
+    time.sleep(0.5)
+    delivered = [s.position / 16000 for s in sources[1:]]
+    pacer.stop()
+    assert all(0.35 <= seconds <= 0.65 for seconds in delivered), delivered  # real time, all files at once
+    assert all(s.state == "stopped" and not s.reading for s in sources[1:])
+
+    fast = [FileSource(p, p.stem, ["mono"], CONFIG, fast=True) for p in paths]
+    pacer = FilePacer(fast, fast=True)
+    pacer.start()
+    deadline = time.monotonic() + 5
+    while any(s.reading for s in fast) and time.monotonic() < deadline:
+        for s in fast:
+            s.ring.read()  # the analysis taking what arrives
+        time.sleep(0.01)
+    assert [s.position for s in fast] == [48000] * 3 and all(s.ring.overruns == 0 for s in fast)
