@@ -10,6 +10,7 @@ Examples
   ./run.sh --device 3 --channels agent,caller
   ./run.sh --device softphone.monitor --mqtt mqtt://broker:1883 --alert "caller:angry>=0.6 for 5s"
   ./run.sh --serve --mqtt mqtt://broker:1883  # supervisor dashboard of every analyzer on the broker
+  ./run.sh --serve --audiosocket 127.0.0.1:9092  # calls from the phone system (also at /twilio and /fork)
 
 Then open http://127.0.0.1:8765/ .
 """
@@ -161,8 +162,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=600.0,
         help="seconds an ended (stopped, finished, offline) stream stays on the dashboard (default 600)",
     )
+    calls = p.add_argument_group("calls from the phone system (Twilio, FreeSWITCH, Asterisk)")
+    calls.add_argument("--twilio-path", default="/twilio", help="Twilio Media Streams websocket path (default /twilio)")
+    calls.add_argument("--fork-path", default="/fork", help="FreeSWITCH mod_audio_fork websocket path (default /fork)")
+    calls.add_argument("--audiosocket", metavar="HOST:PORT", help="listen for Asterisk AudioSocket calls here")
+    calls.add_argument(
+        "--audiosocket-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="addresses that may connect to --audiosocket (default: loopback only)",
+    )
+    calls.add_argument(
+        "--analyze-agent",
+        action="store_true",
+        help="analyse the agent's voice too (prohibited for workers in the EU: AI Act Art. 5(1)(f))",
+    )
+    calls.add_argument("--max-calls", type=COUNT, default=1000, help="calls at once; more are refused (default 1000)")
+    calls.add_argument(
+        "--call-resume",
+        type=POSITIVE,
+        default=10.0,
+        help="seconds a dropped call waits for its connection to come back (default 10)",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
+    paths = [args.twilio_path, args.fork_path]
+    reserved = ("/ws", "/api", "/static", "/metrics", "/docs", "/openapi.json")
+    if len(set(paths)) < 2 or not all(x.startswith("/") and x != "/" and not x.startswith(reserved) for x in paths):
+        p.error("--twilio-path and --fork-path must be distinct paths like /twilio, not the dashboard's own")
+    if args.audiosocket:
+        host, _, port = args.audiosocket.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            p.error(f"argument --audiosocket: want HOST:PORT, got '{args.audiosocket}'")
+        args.audiosocket_addr = (host.strip("[]"), int(port))
+    elif args.audiosocket_allow:
+        p.error("--audiosocket-allow needs --audiosocket")
     if args.port > 65535:
         p.error(f"argument --port: must be a port, 0-65535, got '{args.port}'")
     names = [n.strip() for n in args.channels.split(",")] if args.channels else ["mono"]
@@ -270,9 +305,11 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     from streamer import metrics
     from streamer.analyze import analyze_source
     from streamer.hub import Hub, LoopBridge
+    from streamer.ingest import call_routes, serve_audiosocket
     from streamer.server import create_app
     from streamer.sources import FilePacer, FileSource
     from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
+    from streamer.telephony import CallDesk
     from streamer.worker import AnalysisWorker
 
     loop = asyncio.get_running_loop()
@@ -305,6 +342,21 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
 
     bridge = LoopBridge(loop, dispatch)
     workers = [AnalysisWorker(m, bridge.put, alerts=alerts) for m in worker_models(args, model, len(sources))]
+    supervisor = WorkerSupervisor(workers)
+
+    def attach(call) -> None:  # a new call goes to the least busy worker, and stays there
+        min(supervisor.workers, key=lambda w: len(w.sources)).add(call)
+
+    desk = CallDesk(
+        model.config,
+        attach,
+        analyze_agent=args.analyze_agent,
+        max_calls=args.max_calls,
+        resume_s=args.call_resume,
+        hop_s=args.hop,
+        horizon_s=args.horizon,
+        adapt_reset_s=args.adapt_reset_s,
+    )
     for i, source in enumerate(sources):
         workers[i % len(workers)].add(source)  # a stream stays on one worker: its state is not shared
     files = [s for s in sources if isinstance(s, FileSource)]
@@ -312,7 +364,6 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     pacer.start()
     for worker in workers:
         worker.start()
-    supervisor = WorkerSupervisor(workers)
     uploads = workers[0].uploads  # the first worker also runs the model for uploads, between its live batches
 
     def analyze_upload(f):  # in a thread; refuses recordings over the limit before decoding them whole
@@ -330,6 +381,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
                 else {}
             ),
             **(publishers.stats() if publishers is not None else {}),
+            **desk.stats(),
         }
 
     def snapshot() -> metrics.Snapshot:
@@ -340,7 +392,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
             windows_scored=sum(s.windows for s in steps),
             errors=count["errors"],
             restarts=count["restarts"],
-            overruns=sum(s.ring.overruns + getattr(s, "overflows", 0) for s in sources),
+            overruns=sum(s.ring.overruns + getattr(s, "overflows", 0) for w in supervisor.workers for s in w.sources),
             dropped={
                 "dashboard_client": hub_stats["dropped"],
                 "worker_to_loop": bridge.dropped,
@@ -366,7 +418,15 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
         upload_read_timeout_s=args.upload_read_timeout,
         access=access,
         metrics=metrics.collector(snapshot),
+        routes=call_routes(desk, access.token_ok, args.twilio_path, args.fork_path),
+        self_checked=frozenset({args.twilio_path}),
     )
+    audiosocket = None
+    if args.audiosocket:
+        try:
+            audiosocket = await serve_audiosocket(*args.audiosocket_addr, desk, args.audiosocket_nets)
+        except OSError as exc:
+            raise SystemExit(fail(f"--audiosocket: cannot listen on {args.audiosocket}: {exc.strerror}")) from None
     tls = {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile} if access.tls else {}
     # A short graceful timeout: shutdown must end within SHUTDOWN_BUDGET_S whatever clients do.
     config = uvicorn.Config(app, log_level=args.log_level, lifespan="off", timeout_graceful_shutdown=1, **tls)
@@ -379,6 +439,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
         while True:
             supervisor.check()
             hub.expire()
+            desk.housekeeping()
             await asyncio.sleep(1.0)
 
     async def stop_when_files_done() -> None:
@@ -395,6 +456,9 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     scheme = "https" if access.tls else "http"
     needs = "; open it once with ?token=<token>" if access.token else ""
     print(f"dashboard: {scheme}://{host}:{port}/  (Ctrl-C to stop{needs})", file=sys.stderr, flush=True)
+    if audiosocket is not None:
+        as_host, as_port = audiosocket.sockets[0].getsockname()[:2]
+        print(f"audiosocket: {as_host}:{as_port}", file=sys.stderr, flush=True)
     await asyncio.wait([asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
 
@@ -403,8 +467,10 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     for task in tasks:
         task.cancel()
     app.state.closing.set()  # uploads still arriving end with 503
+    if audiosocket is not None:
+        audiosocket.close()
     pacer.stop()
-    for source in sources:
+    for source in [*sources, *desk.calls.values()]:
         source.stop()
     uploads.close()
     await asyncio.gather(*(asyncio.to_thread(w.stop, 1.5) for w in supervisor.workers))
@@ -447,6 +513,17 @@ def main(argv: list[str] | None = None) -> int:
                     "use --mqtt-password-file or $EMOTION_MQTT_PASSWORD",
                     file=sys.stderr,
                 )
+        args.audiosocket_nets = None
+        if args.audiosocket:
+            from streamer.access import is_loopback
+            from streamer.ingest import parse_networks
+
+            args.audiosocket_nets = parse_networks(args.audiosocket_allow) or None
+            if args.audiosocket_nets is None and not is_loopback(args.audiosocket_addr[0]):
+                raise ValueError(
+                    f"--audiosocket {args.audiosocket} is reachable from the network and AudioSocket has no "
+                    "authentication: list the PBX addresses with --audiosocket-allow"
+                )
     except ValueError as exc:
         return fail(str(exc))
 
@@ -475,7 +552,8 @@ def worker_models(args, model, n_sources: int) -> list:
 
     from streamer.runtime import EmotionModel
 
-    count = max(1, min(args.workers or os.cpu_count() or 1, n_sources))
+    cores = args.workers or os.cpu_count() or 1
+    count = cores if args.serve else max(1, min(cores, n_sources))  # --serve: for calls as they come
     return [model] + [EmotionModel(args.model_dir or model.model_dir) for _ in range(count - 1)]
 
 

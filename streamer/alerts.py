@@ -192,6 +192,16 @@ class AlertEngine:
                 events.append(self._event(rule, stream, channel, score, state.since, t, "raised"))
         return events
 
+    def forget(self, stream: str, at: float) -> list[dict]:
+        """Drop a stream's state (its call ended); alerts still raised are cleared at ``at``."""
+        events = []
+        rules = {rule.name: rule for rule in self.rules}
+        for key in [k for k in list(self._state) if k[1] == stream]:  # list(): other workers insert
+            state = self._state.pop(key, None)
+            if state is not None and state.raised and key[0] in rules:
+                events.append(self._event(rules[key[0]], stream, key[2], 0.0, at, at, "cleared"))
+        return events
+
     @staticmethod
     def _event(rule: AlertRule, stream: str, channel: str, score: float, since: float, at: float, state: str) -> dict:
         return {

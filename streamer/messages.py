@@ -196,6 +196,9 @@ SCHEMA: dict[str, dict[str, Callable[[object], object]]] = {
         "last_error": _text,
         "adaptation": _unit,
         "online": _flag,  # set by the MQTT publisher
+        "gaps": _count,  # calls: media gaps (lost packets), filled with silence
+        "agent": _text,  # calls: who and which queue, for the floor view
+        "queue": _text,
     },
     "alert": {
         "type": _kind,

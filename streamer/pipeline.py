@@ -122,6 +122,9 @@ class StreamAnalyzer:
                 tracker.skip(skipped)
         if self._resampler is not None:
             frames = self._resampler.resample_chunk(np.ascontiguousarray(frames, np.float32))
+        return self._cut(frames)
+
+    def _cut(self, frames: np.ndarray) -> list[WindowJob]:
         jobs = []
         for ch in range(len(self.channel_names)):
             samples = np.ascontiguousarray(frames[:, ch])
@@ -169,6 +172,9 @@ class StreamAnalyzer:
         """End of stream: cut the final partial window of each channel."""
         self.flushed = True
         jobs = []
+        if self._resampler is not None:  # the resampler's held-back tail: time ends where the audio does
+            empty = np.zeros((0, len(self.channel_names)), np.float32)
+            jobs = self._cut(self._resampler.resample_chunk(empty, last=True))
         for ch, windows in enumerate(self._windows):
             last = windows.flush()
             if last is not None:
@@ -188,12 +194,28 @@ class StreamAnalyzer:
 
 
 class Source:
-    """What the worker needs from a capture adapter (device or file)."""
+    """What the workers and the application need from every source of audio: a device, a file, a call.
+
+    The source writes into ``ring`` (one column per channel) from its own
+    thread or the event loop; the worker reads it and runs ``analyzer``.
+    """
 
     stream_id: str
     ring: AudioRing
     analyzer: StreamAnalyzer
     exhausted: bool = False  # True once a finite source has no more audio coming
+    finished: bool = False  # True once its last window is out
+    transient: bool = False  # leaves its worker once finished (a call), with its state
+
+    @property
+    def channels(self) -> list[str]:
+        return self.analyzer.channel_names
+
+    def start(self) -> None:
+        """Begin delivering audio; a source that cannot raises a one-line error."""
+
+    def stop(self) -> None:
+        """Deliver no more audio (what is in the ring is still analysed)."""
 
     def status(self) -> dict:  # pragma: no cover - interface
         raise NotImplementedError

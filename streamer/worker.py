@@ -144,6 +144,14 @@ class AnalysisWorker(threading.Thread):
         with self._lock:
             self._sources.append(source)
 
+    def _retire(self, source: Source) -> None:
+        """A finished call leaves: its state (windows, adaptation, rolling scores, alerts) goes with it."""
+        with self._lock:
+            self._sources.remove(source)
+        if self.step.alerts is not None:
+            for event in self.step.alerts.forget(source.stream_id, source.ring.written / source.analyzer.input_rate):
+                self._safe_emit(event)
+
     @property
     def sources(self) -> list[Source]:
         with self._lock:
@@ -180,6 +188,8 @@ class AnalysisWorker(threading.Thread):
                 self._last_status = now
                 for source in self.sources:
                     self._emit_status(source)
+                    if source.transient and source.finished:
+                        self._retire(source)
             if stopping:
                 # Finish what was captured before the stop, then end.
                 while any(source.ring.available for source in self.sources) and self._turn():
