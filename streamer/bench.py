@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.pipeline import Source
+
 ROOT = Path(__file__).resolve().parents[1]
 HOP_S = 0.5
 P95_TARGET_MS = 250.0  # a count is sustained only within this latency (the target at capacity)
@@ -207,7 +209,7 @@ def _run_isolated(code: str, copies: int) -> list[float]:
 # -- 4: capacity ----------------------------------------------------------------------
 
 
-class SyntheticSource:
+class SyntheticSource(Source):
     """A simulated sound card: the clock thread writes 50 ms blocks into its ring."""
 
     def __init__(self, stream_id: str, audio: np.ndarray, offset: int, config, start_s: float = 0.0) -> None:
@@ -220,8 +222,6 @@ class SyntheticSource:
         self.analyzer = StreamAnalyzer(stream_id, ["mono"], config.sample_rate, config, hop_s=HOP_S)
         self.position = offset
         self.start_s = start_s  # the call starts this long after the clock
-
-    exhausted = False
 
     def tick(self, samples: int) -> None:
         start = self.position % (self.audio.size - samples)

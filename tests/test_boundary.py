@@ -32,7 +32,7 @@ def test_core_modules_import_without_edge_libraries():
         import streamer.audio, streamer.features, streamer.labels, streamer.vad, streamer.alerts
         import streamer.ringbuffer, streamer.windowing, streamer.scoring, streamer.messages, streamer.pipeline
         import streamer.adaptation, streamer.calibration, streamer.worker, streamer.supervision, streamer.metrics
-        import streamer.backoff
+        import streamer.backoff, streamer.telephony
         import streamer.training.augment, streamer.training.metrics, streamer.training.corpora
         import sys
         assert not any(m.split(".")[0] in ("tensorflow", "keras", "sounddevice") for m in sys.modules)

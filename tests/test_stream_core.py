@@ -9,7 +9,7 @@ from streamer.adaptation import AdaptationConfig, SpeakerAdapter
 from streamer.features import FeatureConfig, FeatureStats
 from streamer.labels import EMOTIONS
 from streamer.messages import scores_message, status_message
-from streamer.pipeline import StreamAnalyzer
+from streamer.pipeline import Source, StreamAnalyzer
 from streamer.ringbuffer import AudioRing
 from streamer.scoring import RollingScores
 from streamer.vad import FunctionVAD
@@ -175,7 +175,7 @@ class FakeModel:
         return np.tile(np.eye(8, dtype=np.float32)[4], (len(frames), 1))
 
 
-class FakeSource:
+class FakeSource(Source):
     exhausted = False
 
     def __init__(self, stream_id, audio):

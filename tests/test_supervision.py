@@ -12,7 +12,7 @@ import pytest
 
 from streamer.features import FeatureConfig
 from streamer.messages import status_message
-from streamer.pipeline import StreamAnalyzer
+from streamer.pipeline import Source, StreamAnalyzer
 from streamer.ringbuffer import AudioRing
 from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
 from streamer.vad import FunctionVAD
@@ -43,7 +43,7 @@ class FlakyModel:
         return np.tile(np.eye(8, dtype=np.float32)[4], (len(frames), 1))
 
 
-class LiveSource:
+class LiveSource(Source):
     """A source whose audio the test writes as it goes."""
 
     exhausted = False

@@ -1,0 +1,216 @@
+"""Telephony capacity through the real path: ``python -m streamer.bench_calls [--calls 300] [--both-tracks]``.
+
+Starts ``run_stream.py --serve`` (the analyzer as deployed), a dashboard
+websocket client (here), and ``python -m streamer.loadgen`` (a separate
+process) replaying speech as N concurrent real-time calls over real sockets.
+A run is sustained when nothing is lost (every call's windows arrive; no
+media gap, ring overrun, dropped message or refused connection) and the p95
+latency, from the moment the generator sent the last audio of a window to
+its score at the dashboard client, is within 250 ms, held for the whole run.
+Also reported: RSS, the analyzer's CPU, the time from a call's first audio to
+its first score, and the parse cost of one media message in the event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from streamer.bench import HOP_S, P95_TARGET_MS, ROOT, BenchError, _rss_mb, _speech_like
+
+TICK_S = 0.02
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks of 10 ms
+
+
+def message_cost_us(messages: int = 20000) -> dict:
+    """Microseconds to parse one Twilio media message and copy its audio into the ring (no sockets)."""
+    from streamer.features import FeatureConfig
+    from streamer.loadgen import Call, TwilioCall, twilio_payloads
+    from streamer.telephony import CallDesk, TwilioSession
+
+    audio = (0.3 * np.sin(np.arange(8000 * 10) / 9)).astype(np.float32)
+    frames = TwilioCall(Call("CA1", audio), twilio_payloads(audio), None, 0)
+    desk = CallDesk(FeatureConfig(), lambda source: None)
+    session = TwilioSession(desk, lambda token: True)
+    for text in frames.opening:
+        session.receive(text)
+    texts = [frames.media(k)[0] for k in range(messages)]
+    start = time.perf_counter()
+    for i, text in enumerate(texts):
+        session.receive(text)
+        if i % 400 == 0:
+            session.source.ring.read_pos = session.source.ring.written  # a reader keeps up
+    return {"twilio_media_message_us": round((time.perf_counter() - start) / messages * 1e6, 2)}
+
+
+async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Path) -> dict:
+    from websockets.asyncio.client import connect
+
+    analyzer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "run_stream.py",
+        "--serve",
+        "--port",
+        "0",
+        "--max-calls",
+        str(calls + 10),
+        "--client-queue",
+        "100000",
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    port = None
+    while port is None:
+        line = (await asyncio.wait_for(analyzer.stderr.readline(), 120)).decode()
+        if not line:
+            raise BenchError("the analyzer exited before it listened")
+        found = re.search(r"dashboard: http://[^ ]+:(\d+)/", line)
+        port = int(found.group(1)) if found else None
+    stderr_task = asyncio.create_task(analyzer.stderr.read())  # keep its pipe drained
+    arrivals: list[tuple[str, float, float]] = []  # (call, t, arrival)
+    statuses: dict[str, dict] = {}
+    report = Path(tempfile.mkdtemp()) / "loadgen.json"
+    cpu_before = _cpu_s(analyzer.pid)
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None) as ws:
+            generator = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "streamer.loadgen",
+                "twilio",
+                str(speech),
+                "--target",
+                f"ws://127.0.0.1:{port}/twilio",
+                "--calls",
+                str(calls),
+                "--seconds",
+                str(seconds),
+                "--ramp",
+                str(ramp_s),
+                "--report",
+                str(report),
+                *(["--both-tracks"] if both else []),
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            generating = asyncio.create_task(generator.communicate())
+            rss = 0.0
+            finished_at = None
+            while finished_at is None or time.monotonic() - finished_at < 3.0:
+                if generating.done() and finished_at is None:
+                    finished_at = time.monotonic()
+                    rss = _rss_mb(analyzer.pid)
+                try:
+                    text = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                now = time.time()
+                for message in json.loads(text):
+                    if message["type"] == "scores":
+                        arrivals.append((message["stream"], message["t"], now))
+                    elif message["type"] == "status":
+                        statuses[message["stream"]] = message
+            cpu = _cpu_s(analyzer.pid) - cpu_before
+            with urllib_open(f"http://127.0.0.1:{port}/api/status") as response:
+                hub = json.loads(response.read())["hub"]
+            out, err = generating.result()
+    finally:
+        analyzer.terminate()
+        await analyzer.wait()
+        stderr_task.cancel()
+    if generator.returncode not in (0, 1) or not report.exists():
+        raise BenchError(f"the load generator failed: {err.decode()[-300:]}")
+    gen = json.loads(report.read_text())
+    ticks = np.asarray(gen["ticks"])
+    latencies, first_scores, counts = [], {}, {}
+    for call, t, arrival in arrivals:
+        start = gen["calls"].get(call)
+        if start is None:
+            continue
+        k_end = math.ceil(round(t / TICK_S, 6)) - 1  # the chunk holding the window's last sample
+        latencies.append((arrival - ticks[min(start + k_end, len(ticks) - 1)]) * 1000)
+        counts[call] = counts.get(call, 0) + 1
+        first_scores.setdefault(call, arrival - ticks[start])
+    if not latencies:
+        raise BenchError(f"no score reached the dashboard in the {calls}-call run")
+    due = int((seconds - 2.0) / HOP_S) + 1
+    missing = sum(max(0, due - counts.get(call, 0)) for call in gen["calls"])
+    gaps = sum(s.get("gaps", 0) for s in statuses.values())
+    overruns = sum(s.get("overruns", 0) for s in statuses.values())
+    dropped = hub["dropped"] + hub.get("bridge_dropped", 0)
+    lossless = (
+        gen["failed"] == 0 and missing == 0 and gaps == 0 and overruns == 0 and dropped == 0 and not hub["call_errors"]
+    )
+    p95 = float(np.percentile(latencies, 95))
+    first = np.asarray(list(first_scores.values()))
+    return {
+        "calls": calls,
+        "tracks": "both" if both else "inbound",
+        "seconds": seconds,
+        "sustained": bool(lossless and p95 <= P95_TARGET_MS),
+        "lossless": bool(lossless),
+        "scores_received": len(latencies),
+        "missing_windows": missing,
+        "media_gaps": gaps,
+        "overruns": overruns,
+        "dropped_messages": dropped,
+        "refused_or_failed_calls": gen["failed"] + hub["call_errors"],
+        "generator_tick_late_ms_p95": gen["tick_late_ms_p95"],
+        "p50_latency_ms": round(float(np.percentile(latencies, 50)), 1),
+        "p95_latency_ms": round(p95, 1),
+        "first_score_s_p50_max": [round(float(np.median(first)), 2), round(float(first.max()), 2)],
+        "rss_mb": rss,
+        "analyzer_cpu_cores": round(cpu / (seconds + ramp_s + 3.0), 2),
+    }
+
+
+def urllib_open(url: str):
+    import urllib.request
+
+    return urllib.request.urlopen(url, timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streamer.bench_calls", description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, nargs="+", default=[300], help="call counts to run, in order")
+    parser.add_argument("--both-tracks", action="store_true", help="calls send the agent's track too")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the calls start")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    results = {"per_message": message_cost_us(), "runs": []}
+    print(json.dumps(results["per_message"]), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        speech = Path(tmp) / "speech.wav"
+        sf.write(speech, _speech_like(max(args.seconds, 30.0), seed=5), 16000)
+        for n in args.calls:
+            run = asyncio.run(_run(n, args.seconds, args.both_tracks, args.ramp, speech))
+            results["runs"].append(run)
+            print(json.dumps(run), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
