@@ -305,7 +305,7 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     from streamer import metrics
     from streamer.analyze import analyze_source
     from streamer.hub import Hub, LoopBridge
-    from streamer.ingest import call_routes, serve_audiosocket
+    from streamer.ingest import front_door, serve_audiosocket
     from streamer.server import create_app
     from streamer.sources import FilePacer, FileSource
     from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
@@ -418,8 +418,6 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
         upload_read_timeout_s=args.upload_read_timeout,
         access=access,
         metrics=metrics.collector(snapshot),
-        routes=call_routes(desk, access.token_ok, args.twilio_path, args.fork_path),
-        self_checked=frozenset({args.twilio_path}),
     )
     audiosocket = None
     if args.audiosocket:
@@ -429,7 +427,11 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
             raise SystemExit(fail(f"--audiosocket: cannot listen on {args.audiosocket}: {exc.strerror}")) from None
     tls = {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile} if access.tls else {}
     # A short graceful timeout: shutdown must end within SHUTDOWN_BUDGET_S whatever clients do.
-    config = uvicorn.Config(app, log_level=args.log_level, lifespan="off", timeout_graceful_shutdown=1, **tls)
+    # Calls' websockets share the port, handled without ASGI (see streamer.ingest).
+    doors = front_door(desk, access, args.twilio_path, args.fork_path)
+    config = uvicorn.Config(
+        app, http=doors, log_level=args.log_level, lifespan="off", timeout_graceful_shutdown=1, **tls
+    )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -469,6 +471,8 @@ async def serve(args, model, sources, sock: socket.socket, alerts, access, broke
     app.state.closing.set()  # uploads still arriving end with 503
     if audiosocket is not None:
         audiosocket.close()
+    for connection in list(doors.connections):
+        connection.shutdown()
     pacer.stop()
     for source in [*sources, *desk.calls.values()]:
         source.stop()
@@ -542,7 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     model.warm_up()
     sock = bind(args.host, args.port, args.send_buffer_kb)
     sources = [] if args.serve else build_sources(args, model.config)
-    asyncio.run(serve(args, model, sources, sock, alerts, access, broker))
+    import uvloop
+
+    uvloop.run(serve(args, model, sources, sock, alerts, access, broker))
     return 0
 
 

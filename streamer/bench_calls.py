@@ -57,7 +57,7 @@ def message_cost_us(messages: int = 20000) -> dict:
     return {"twilio_media_message_us": round((time.perf_counter() - start) / messages * 1e6, 2)}
 
 
-async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Path) -> dict:
+async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Path, analyzer_args=()) -> dict:
     from websockets.asyncio.client import connect
 
     analyzer = await asyncio.create_subprocess_exec(
@@ -70,6 +70,7 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
         str(calls + 10),
         "--client-queue",
         "100000",
+        *analyzer_args,
         cwd=ROOT,
         stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
@@ -83,6 +84,7 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
         port = int(found.group(1)) if found else None
     stderr_task = asyncio.create_task(analyzer.stderr.read())  # keep its pipe drained
     arrivals: list[tuple[str, float, float]] = []  # (call, t, arrival)
+    processing: list[float] = []  # the analyzer's own: window cut -> message
     statuses: dict[str, dict] = {}
     report = Path(tempfile.mkdtemp()) / "loadgen.json"
     cpu_before = _cpu_s(analyzer.pid)
@@ -124,6 +126,7 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
                 for message in json.loads(text):
                     if message["type"] == "scores":
                         arrivals.append((message["stream"], message["t"], now))
+                        processing.append(message["latency_ms"])
                     elif message["type"] == "status":
                         statuses[message["stream"]] = message
             cpu = _cpu_s(analyzer.pid) - cpu_before
@@ -140,17 +143,17 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
     ticks = np.asarray(gen["ticks"])
     latencies, first_scores, counts = [], {}, {}
     for call, t, arrival in arrivals:
-        start = gen["calls"].get(call)
+        start = gen["starts"].get(call)
         if start is None:
             continue
         k_end = math.ceil(round(t / TICK_S, 6)) - 1  # the chunk holding the window's last sample
-        latencies.append((arrival - ticks[min(start + k_end, len(ticks) - 1)]) * 1000)
+        latencies.append((arrival - ticks[min(start + k_end * gen["phases"], len(ticks) - 1)]) * 1000)
         counts[call] = counts.get(call, 0) + 1
         first_scores.setdefault(call, arrival - ticks[start])
     if not latencies:
         raise BenchError(f"no score reached the dashboard in the {calls}-call run")
     due = int((seconds - 2.0) / HOP_S) + 1
-    missing = sum(max(0, due - counts.get(call, 0)) for call in gen["calls"])
+    missing = sum(max(0, due - counts.get(call, 0)) for call in gen["starts"])
     gaps = sum(s.get("gaps", 0) for s in statuses.values())
     overruns = sum(s.get("overruns", 0) for s in statuses.values())
     dropped = hub["dropped"] + hub.get("bridge_dropped", 0)
@@ -174,9 +177,69 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
         "generator_tick_late_ms_p95": gen["tick_late_ms_p95"],
         "p50_latency_ms": round(float(np.percentile(latencies, 50)), 1),
         "p95_latency_ms": round(p95, 1),
+        "window_cut_to_message_ms_p50_p95": [round(float(np.percentile(processing, q)), 1) for q in (50, 95)],
         "first_score_s_p50_max": [round(float(np.median(first)), 2), round(float(first.max()), 2)],
         "rss_mb": rss,
         "analyzer_cpu_cores": round(cpu / (seconds + ramp_s + 3.0), 2),
+    }
+
+
+async def _serve_network_only(port: int) -> None:
+    """The ingestion alone (front door, sessions, rings; no analysis), for ``loop_cost``."""
+    import uvicorn
+
+    from streamer.access import AccessConfig
+    from streamer.features import FeatureConfig
+    from streamer.hub import Hub
+    from streamer.ingest import front_door
+    from streamer.server import create_app
+    from streamer.telephony import CallDesk
+
+    desk = CallDesk(FeatureConfig(), lambda source: None, max_calls=10_000)
+    doors = front_door(desk, AccessConfig())
+    config = uvicorn.Config(create_app(Hub()), port=port, http=doors, log_level="warning", lifespan="off")
+
+    async def drain() -> None:  # stands in for the workers
+        while True:
+            for source in list(desk.calls.values()):
+                source.ring.read_pos = source.ring.written
+            await asyncio.sleep(0.2)
+
+    draining = asyncio.create_task(drain())  # noqa: F841 - runs until the process ends
+    await uvicorn.Server(config).serve()
+
+
+def loop_cost(calls: int, seconds: float, speech: Path) -> dict:
+    """CPU of the event loop per media message: the ingestion alone, loaded by the generator."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = f"import uvloop; from streamer.bench_calls import _serve_network_only as s; uvloop.run(s({port}))"
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        time.sleep(3)
+        generator = subprocess.Popen(
+            [sys.executable, "-m", "streamer.loadgen", "twilio", str(speech), "--target",
+             f"ws://127.0.0.1:{port}/twilio", "--calls", str(calls), "--seconds", str(seconds), "--ramp", "1"],
+            cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(seconds / 3)
+        server_cpu, generator_cpu = _cpu_s(server.pid), _cpu_s(generator.pid)
+        time.sleep(seconds / 3)
+        server_cpu, generator_cpu = _cpu_s(server.pid) - server_cpu, _cpu_s(generator.pid) - generator_cpu
+        if generator.wait(seconds + 60) != 0:
+            raise BenchError("the load generator failed in the event-loop measurement")
+    finally:
+        server.terminate()
+        server.wait()
+    messages = calls / TICK_S * (seconds / 3)
+    return {
+        "calls": calls,
+        "loop_us_per_media_message": round(server_cpu / messages * 1e6, 1),
+        "generator_us_per_media_message": round(generator_cpu / messages * 1e6, 1),
     }
 
 
@@ -193,14 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the calls start")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--analyzer-arg", action="append", default=[], help="pass this to run_stream.py")
     args = parser.parse_args(argv)
     results = {"per_message": message_cost_us(), "runs": []}
-    print(json.dumps(results["per_message"]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         speech = Path(tmp) / "speech.wav"
         sf.write(speech, _speech_like(max(args.seconds, 30.0), seed=5), 16000)
+        results["per_message"] |= loop_cost(max(args.calls), 30.0, speech)
+        print(json.dumps(results["per_message"]), flush=True)
         for n in args.calls:
-            run = asyncio.run(_run(n, args.seconds, args.both_tracks, args.ramp, speech))
+            run = asyncio.run(_run(n, args.seconds, args.both_tracks, args.ramp, speech, args.analyzer_arg))
             results["runs"].append(run)
             print(json.dumps(run), flush=True)
     if args.json:

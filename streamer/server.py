@@ -81,10 +81,9 @@ class AccessGuard:
     (HTTP 403 at the handshake).
     """
 
-    def __init__(self, app, access: AccessConfig, self_checked: frozenset[str] = frozenset()) -> None:
+    def __init__(self, app, access: AccessConfig) -> None:
         self.app = app
         self.access = access
-        self.self_checked = self_checked  # paths that check the token themselves (Twilio's stream)
         self._origins_logged: set[str] = set()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -101,7 +100,7 @@ class AccessGuard:
                 log.warning("refused a dashboard websocket from origin %s (see --allow-origin)", origin)
             await self._refuse_websocket(receive, send)
             return
-        if scope["path"] not in self.self_checked and not self.access.token_ok(self._offered(headers, from_query)):
+        if not self.access.token_ok(self._offered(headers, from_query)):
             if scope["type"] == "websocket":
                 await self._refuse_websocket(receive, send)
             else:
@@ -227,8 +226,6 @@ def create_app(
     upload_read_timeout_s: float = 30.0,
     access: AccessConfig | None = None,
     metrics: Callable[[], tuple[bytes, str]] | None = None,
-    routes: list | None = None,
-    self_checked: frozenset[str] = frozenset(),
 ) -> FastAPI:
     """The web app around a hub and a file analyzer; the pipeline is run by the caller.
 
@@ -241,8 +238,7 @@ def create_app(
     ``Retry-After``), and a body that stalls for ``upload_read_timeout_s`` (or
     takes ten times that in all) gets 408. ``metrics`` renders ``/metrics``
     (body, content type). ``access`` (default: no token, same-origin
-    websockets) guards every route but those in ``self_checked``. ``routes``
-    are added as they are (the call endpoints).
+    websockets) guards every route.
     """
     if concurrent_uploads < 1 or not upload_read_timeout_s > 0:
         raise ValueError("concurrent_uploads must be at least 1 and upload_read_timeout_s positive")
@@ -260,8 +256,7 @@ def create_app(
         total_timeout_s=10 * upload_read_timeout_s,
         closing=closing,
     )
-    app.add_middleware(AccessGuard, access=access or AccessConfig(), self_checked=self_checked)  # runs first
-    app.router.routes.extend(routes or [])
+    app.add_middleware(AccessGuard, access=access or AccessConfig())  # added last: runs first
     uploads = asyncio.Semaphore(concurrent_uploads)
 
     @app.get("/", include_in_schema=False)

@@ -311,6 +311,10 @@ class FileSource(Source):
         return delivered
 
     @property
+    def input_ended(self) -> bool:
+        return self._done_reading.is_set()
+
+    @property
     def exhausted(self) -> bool:
         return self._done_reading.is_set() and self.ring.available == 0
 

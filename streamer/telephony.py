@@ -213,6 +213,10 @@ class CallSource(Source):
     # -- read by the worker --
 
     @property
+    def input_ended(self) -> bool:
+        return self.ended
+
+    @property
     def exhausted(self) -> bool:
         return self.ended and self.ring.available == 0
 

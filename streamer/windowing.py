@@ -53,6 +53,11 @@ class SlidingWindows:
             self._next_end += self.hop
         return out
 
+    @property
+    def needed(self) -> int:
+        """Samples still to push before the next window ends."""
+        return self._next_end - self.position
+
     def skip(self, n: int) -> None:
         """Advance over ``n`` lost samples: no windows end inside the gap, time stays true."""
         self._append(np.zeros(min(n, self.window), np.float32))
