@@ -298,7 +298,7 @@ class CallDesk:
         voices = self.voices(offered)
         if not voices:
             raise ProtocolError(
-                f"call {call_id}: it carries no voice this analyzer may analyse ({', '.join(offered)}); "
+                f"call {call_id}: it carries no voice this analyzer may analyse ({', '.join(offered) or 'none'}); "
                 "the agent's voice needs --analyze-agent"
             )
         if call_id in self.connected:
@@ -410,7 +410,7 @@ class TwilioSession:
         if not self.token_ok(self.url_token or _meta_text(params.get("token"))):
             raise ProtocolError("twilio: no valid token (in the stream URL or the custom parameter 'token')")
         tracks = start.get("tracks", ["inbound"])
-        if not isinstance(tracks, list) or not all(t in self.TRACKS for t in tracks):
+        if not isinstance(tracks, list) or not all(isinstance(t, str) and t in self.TRACKS for t in tracks):
             raise ProtocolError(f"twilio: unknown tracks {str(tracks)[:60]}")
         call_id = call_name(start.get("callSid") or start.get("streamSid"), "twilio")
         offered = [self.TRACKS[t] for t in tracks]
@@ -429,9 +429,9 @@ class TwilioSession:
         if not isinstance(media, dict):
             raise ProtocolError("twilio: media without its object")
         track = media.get("track", "inbound")
-        voice = self.voice.get(track)
+        voice = self.voice.get(track) if isinstance(track, str) else None
         if voice is None:
-            if track not in self.TRACKS:
+            if not isinstance(track, str) or track not in self.TRACKS:
                 raise ProtocolError(f"twilio: unknown track {str(track)[:40]!r}")
             self.ignored += 1  # a voice not analysed: received and discarded
             return

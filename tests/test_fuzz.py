@@ -199,3 +199,100 @@ def test_decoder_on_implausible_wav_fields(rate, channels, bits):
     data[24:28] = rate.to_bytes(4, "little")
     data[34:36] = bits.to_bytes(2, "little")
     decodes_or_refuses(bytes(data))
+
+
+# -- the call protocols ---------------------------------------------------------------------
+
+
+def _desk():
+    from streamer.features import FeatureConfig
+    from streamer.telephony import CallDesk
+
+    return CallDesk(FeatureConfig(), lambda source: None, analyze_agent=True)
+
+
+def _twilio_script() -> list[str]:
+    from streamer.loadgen import Call, TwilioCall, twilio_payloads
+
+    audio = (0.3 * np.sin(np.arange(1600) / 5)).astype(np.float32)
+    frames = TwilioCall(Call("CA1", audio, audio), twilio_payloads(audio), twilio_payloads(audio), 0, token="t")
+    return frames.opening + [m for k in range(3) for m in frames.media(k)] + frames.closing()
+
+
+def _mutate_json(text: str, data) -> str:
+    """A valid message with one value replaced by an arbitrary JSON value, somewhere in its tree."""
+    message = json.loads(text)
+    node = message
+    while True:
+        keys = list(node) if isinstance(node, dict) else []
+        if not keys:
+            break
+        key = data.draw(st.sampled_from(keys))
+        if isinstance(node[key], dict) and data.draw(st.booleans()):
+            node = node[key]
+            continue
+        node[key] = data.draw(json_values)
+        break
+    return json.dumps(message)
+
+
+@BOUNDED
+@given(st.data())
+def test_twilio_session_ends_every_message_in_a_result_or_a_protocol_error(data):
+    from streamer.telephony import ProtocolError, TwilioSession
+
+    script = _twilio_script()
+    position = data.draw(st.integers(0, len(script) - 1))
+    how = data.draw(st.sampled_from(["mutate", "bytes", "drop"]))
+    if how == "mutate":
+        script[position] = _mutate_json(script[position], data)
+    elif how == "bytes":
+        script[position] = data.draw(st.binary(max_size=300))
+    else:
+        del script[position]
+    session = TwilioSession(_desk(), lambda token: True)
+    with time_limit(5):
+        try:
+            for message in script:
+                session.receive(message)
+        except ProtocolError as exc:
+            assert str(exc).startswith(("twilio: ", "call ")) and "\n" not in str(exc)
+
+
+@BOUNDED
+@given(meta=json_values, frames=st.lists(st.binary(max_size=64), max_size=5), query=st.text(max_size=30))
+def test_fork_session_ends_any_input_in_a_result_or_a_protocol_error(meta, frames, query):
+    from streamer.telephony import ForkSession, ProtocolError
+
+    session = ForkSession(_desk(), query)
+    with time_limit(5):
+        try:
+            session.receive_text(json.dumps(meta))
+            for frame in frames:
+                session.receive_bytes(frame)
+        except ProtocolError as exc:
+            assert str(exc).startswith(("fork", "call ")) and "\n" not in str(exc)
+
+
+@BOUNDED
+@given(st.data())
+def test_audiosocket_session_ends_any_byte_stream_in_a_result_or_a_protocol_error(data):
+    import uuid
+
+    from streamer.loadgen import audiosocket_frame
+    from streamer.telephony import AudioSocketSession, ProtocolError
+
+    valid = audiosocket_frame(0x01, uuid.UUID(int=7).bytes) + audiosocket_frame(0x10, b"\x01\x00" * 160)
+    stream = bytearray(valid + audiosocket_frame(0x00))
+    for _ in range(data.draw(st.integers(1, 4))):  # flip bytes of the headers and payloads
+        at = data.draw(st.integers(0, len(stream) - 1))
+        stream[at] = data.draw(st.integers(0, 255))
+    stream += data.draw(st.binary(max_size=40))
+    cut = data.draw(st.integers(1, 64))
+    session = AudioSocketSession(_desk())
+    with time_limit(5):
+        try:
+            for i in range(0, len(stream), cut):
+                session.feed(bytes(stream[i : i + cut]))
+        except ProtocolError as exc:
+            assert str(exc).startswith(("audiosocket", "call ")) and "\n" not in str(exc)
