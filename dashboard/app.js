@@ -1,6 +1,8 @@
 // Live dashboard: a grid of streams (calls), each with its channels' current
 // emotion; click a stream for its chart of rolling scores. With few streams
-// (a local analyzer) the charts are open from the start.
+// (a local analyzer) the charts are open from the start; with more it is a
+// floor view: compact cards (the caller's top emotion, a negative-score bar,
+// agent and queue, alert state), alerting calls first, filters and search.
 // Messages come from /ws (see streamer/messages.py); the server sends recent
 // history first, so a page opened late is not empty.
 "use strict";
@@ -11,10 +13,14 @@ const COLORS = {
   angry: "#d7263d", fearful: "#8e44ad", disgust: "#2e8b57", surprised: "#f28c28",
 };
 const MAX_POINTS = 600; // 5 minutes at a 0.5 s hop
-const AUTO_EXPAND = 4; // streams shown with charts without a click
-// stream id -> {el, channels: Map(name -> channel), expanded, toggled, alerts: Set, adaptation}
+const AUTO_EXPAND = 4; // streams shown with charts without a click; more make a floor view
+const NEGATIVE = ["angry", "disgust", "fearful", "sad"]; // the alert rules' "negative" group
+const ENDED = ["stopped", "finished", "offline"];
+const FLOOR_KEEP_ENDED_MS = 120_000; // a floor drops a call's card this long after it ended
+// stream id -> {el, channels: Map(name -> channel), expanded, toggled, alerts: Set, adaptation, agent, queue}
 const streams = new Map();
 let dirty = new Set();
+const filterValues = { agent: new Set(), queue: new Set() };
 
 function el(selector, root = document) { return root.querySelector(selector); }
 
@@ -27,7 +33,10 @@ function streamCard(id) {
   el("#streams").appendChild(node);
   el("#empty").hidden = true;
   // adaptation: the model's limit of a channel's speaker adaptation (from status; 0 = none)
-  stream = { el: node, channels: new Map(), expanded: false, toggled: false, alerts: new Set(), adaptation: 0 };
+  stream = {
+    el: node, channels: new Map(), expanded: false, toggled: false, alerts: new Set(), adaptation: 0,
+    agent: "", queue: "", state: "",
+  };
   el("header", node).addEventListener("click", () => {
     stream.toggled = true;
     setExpanded(stream, !stream.expanded);
@@ -35,7 +44,53 @@ function streamCard(id) {
   streams.set(id, stream);
   if (streams.size <= AUTO_EXPAND) setExpanded(stream, true);
   else for (const other of streams.values()) if (!other.toggled) setExpanded(other, false);
+  const floor = streams.size > AUTO_EXPAND;
+  document.body.classList.toggle("floor", floor);
+  el("#floor-tools").hidden = !floor;
+  placeCard(stream);
+  applyFilter(stream);
+  countShown();
   return stream;
+}
+
+// Alerting calls first, then running ones, then ended ones (CSS order: no DOM moves).
+function placeCard(stream) {
+  const ended = ENDED.includes(stream.state);
+  stream.el.style.order = stream.alerts.size ? "0" : ended ? "2" : "1";
+}
+
+function matches(id, stream) {
+  const search = el("#search").value.trim().toLowerCase();
+  const agent = el("#agent-filter").value;
+  const queue = el("#queue-filter").value;
+  return (!search || id.toLowerCase().includes(search)) && (!agent || stream.agent === agent) &&
+    (!queue || stream.queue === queue);
+}
+
+function applyFilter(only) {
+  const list = only ? [[only.el.dataset.stream, only]] : streams;
+  for (const [id, stream] of list) stream.el.hidden = !matches(id, stream);
+}
+
+function countShown() {
+  let shown = 0;
+  for (const stream of streams.values()) shown += stream.el.hidden ? 0 : 1;
+  const alerting = [...streams.values()].filter((s) => s.alerts.size).length;
+  el("#floor-count").textContent = `${shown} of ${streams.size} calls · ${alerting} alerting`;
+}
+
+function addFilterValue(kind, value) {
+  if (!value || filterValues[kind].has(value)) return;
+  filterValues[kind].add(value);
+  const select = el(`#${kind}-filter`);
+  const option = document.createElement("option");
+  option.value = option.textContent = value;
+  const after = [...select.options].slice(1).find((o) => o.value.localeCompare(value) > 0);
+  select.insertBefore(option, after || null);
+}
+
+for (const id of ["#search", "#agent-filter", "#queue-filter"]) {
+  el(id).addEventListener("input", () => { applyFilter(); countShown(); });
 }
 
 function setExpanded(stream, expanded) {
@@ -112,6 +167,19 @@ function onStatus(msg) {
   error.hidden = !problem;
   error.textContent = problem;
   stream.el.dataset.state = msg.state;
+  const who = [msg.agent, msg.queue].filter(Boolean).join(" · ");
+  if (msg.state !== stream.state || (msg.agent || "") !== stream.agent || (msg.queue || "") !== stream.queue) {
+    stream.endedAt = ENDED.includes(msg.state) ? performance.now() : null;
+    stream.state = msg.state;
+    stream.agent = msg.agent || "";
+    stream.queue = msg.queue || "";
+    el(".who", stream.el).textContent = who;
+    addFilterValue("agent", stream.agent);
+    addFilterValue("queue", stream.queue);
+    placeCard(stream);
+    applyFilter(stream);
+    countShown();
+  }
   const adaptation = Number(msg.adaptation) || 0;
   if (adaptation !== stream.adaptation) {
     stream.adaptation = adaptation;
@@ -132,6 +200,13 @@ function onAlert(msg) {
   if (msg.state === "raised") stream.alerts.add(key);
   else stream.alerts.delete(key);
   stream.el.classList.toggle("alerting", stream.alerts.size > 0);
+  placeCard(stream);
+  countShown();
+}
+
+// The card's summary: the caller's channel if there is one, else its first.
+function summaryChannel(stream) {
+  return stream.channels.get("caller") || stream.channels.values().next().value;
 }
 
 function render() {
@@ -155,6 +230,15 @@ function render() {
     const adapted = typeof msg.adapted === "number" ? msg.adapted : null;
     el(".calibrating", channel.el).hidden = !(max > 0 && adapted !== null && adapted < max / 2);
     channel.el.dataset.adapted = adapted === null ? "" : String(adapted);
+    if (summaryChannel(channel.stream) === channel) {
+      const card = channel.stream.el;
+      const summary = el(".summary-top", card);
+      summary.textContent = top.textContent;
+      summary.style.color = top.style.color;
+      const negative = msg.rolling ? NEGATIVE.reduce((sum, e) => sum + msg.rolling[e], 0) : 0;
+      el(".negative span", card).style.width = `${Math.min(1, negative) * 100}%`;
+      card.dataset.negative = negative.toFixed(3);
+    }
   }
   dirty = new Set();
   requestAnimationFrame(render);
@@ -162,6 +246,8 @@ function render() {
 
 function reset() {
   streams.clear();
+  document.body.classList.remove("floor");
+  el("#floor-tools").hidden = true;
   el("#streams").replaceChildren();
   el("#alert-list").replaceChildren();
   el("#alerts").hidden = true;
@@ -191,6 +277,22 @@ function connect(delay = 1000) {
     setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
   };
 }
+
+// On a floor, calls come and go all day: an ended call's card leaves after a while (its
+// history stays on the server until --stream-ttl; a reload shows it again until then).
+setInterval(() => {
+  if (!document.body.classList.contains("floor")) return;
+  const now = performance.now();
+  let removed = 0;
+  for (const [id, stream] of streams) {
+    if (stream.endedAt != null && now - stream.endedAt > FLOOR_KEEP_ENDED_MS && !stream.alerts.size) {
+      stream.el.remove();
+      streams.delete(id);
+      removed += 1;
+    }
+  }
+  if (removed) countShown();
+}, 10_000);
 
 requestAnimationFrame(render);
 connect();

@@ -97,6 +97,7 @@ class CallSource(Source):
     """
 
     transient = True  # removed from its worker once finished: calls come and go
+    read_block_s = float("inf")  # read once the next window's end is in (see Source)
     MAX_SKEW_S = 1.0  # one voice this far ahead of the other: the other's missing audio is silence
     TOLERANCE_S = 0.010  # media timestamps this close to the sample count are the same moment
 

@@ -173,3 +173,114 @@ def test_channel_is_marked_calibrating_until_adapted(start_analyzer, page):
     send(status("desk-9", 0.5))
     page.wait_for_selector(badge("desk-9", "agent"), state="visible", timeout=5_000)
     assert page.console_errors == []
+
+
+class Feed:
+    """300 calls' messages into a real hub, as the analyzer would send them (the page is under test)."""
+
+    def __init__(self, hub, loop, calls: int = 300) -> None:
+        import threading
+
+        from streamer.hub import LoopBridge
+
+        self.bridge = LoopBridge(loop, hub.publish)
+        self.calls = [f"call{i:04d}" for i in range(calls)]
+        self.t = 0.0
+        self.alerting: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def alert(self, call: str, state: str) -> None:
+        (self.alerting.add if state == "raised" else self.alerting.discard)(call)
+        self.bridge.put(
+            {"type": "alert", "rule": "angry-caller", "stream": call, "channel": "caller", "emotion": "angry",
+             "score": 0.8, "since": self.t - 5, "at": self.t, "severity": "high", "state": state}
+        )  # fmt: skip
+
+    def tick(self) -> None:
+        from streamer.messages import scores_message, status_message
+
+        self.t += 0.5
+        rng = np.random.default_rng(int(self.t * 2))
+        for i, call in enumerate(self.calls):
+            probs = rng.dirichlet(np.ones(len(EMOTIONS))).astype(np.float32)
+            if call in self.alerting:
+                probs = np.eye(len(EMOTIONS), dtype=np.float32)[EMOTIONS.index("angry")] * 0.9 + 0.0125
+            self.bridge.put(scores_message(call, "caller", self.t, probs, probs, 5.0))
+            if self.t % 1 == 0:
+                extra = {"agent": f"agent{i % 40:02d}", "queue": f"queue{i % 4}", "channels": ["caller"]}
+                self.bridge.put(status_message(call, "twilio", "running", 0, int(self.t * 2), **extra))
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            self.tick()
+
+
+def test_floor_view_keeps_up_with_300_calls_and_puts_alerts_first(page, serve_app):
+    import asyncio
+
+    from streamer.hub import Hub
+    from streamer.server import create_app
+
+    hub = Hub()
+    app = create_app(hub)
+    loops = []
+
+    async def capture_loop(scope, receive, send):
+        loops.append(asyncio.get_running_loop())
+        await app(scope, receive, send)
+
+    server = serve_app(capture_loop)
+    page.goto(server.url + "/")
+    feed = Feed(hub, loops[0])
+    for _ in range(20):  # 10 s of history, then live
+        feed.tick()
+    feed.thread.start()
+    try:
+        page.wait_for_function("document.querySelectorAll('#streams .stream').length === 300", timeout=30_000)
+        page.wait_for_function("document.querySelectorAll('.summary-top:not(:empty)').length === 300")
+        assert page.eval_on_selector("body", "b => b.classList.contains('floor')")
+        page.evaluate(
+            """() => { window.longTasks = [];
+                new PerformanceObserver((list) => list.getEntries().forEach((e) => longTasks.push(e.duration)))
+                  .observe({ entryTypes: ["longtask"] }); }"""
+        )
+        heap_before = page.evaluate("performance.memory.usedJSHeapSize")
+        time.sleep(3)
+        raised = ["call0150", "call0299", "call0007"]
+        for call in raised:
+            feed.alert(call, "raised")
+        time.sleep(7)  # a 10 s trace in all
+        long_tasks = page.evaluate("window.longTasks")
+        heap_after = page.evaluate("performance.memory.usedJSHeapSize")
+        print(f"floor view, 300 calls, 10 s: long tasks {sorted(long_tasks)[-3:]} ms, "
+              f"JS heap {heap_before / 1e6:.1f} -> {heap_after / 1e6:.1f} MB")  # fmt: skip
+        assert max(long_tasks, default=0) < 200
+        assert heap_after < 150e6
+
+        visual_order = """() => [...document.querySelectorAll('#streams .stream:not([hidden])')]
+            .map((c) => [c.getBoundingClientRect().top, c.getBoundingClientRect().left, c.dataset.stream])
+            .sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((x) => x[2])"""
+        assert set(page.evaluate(visual_order)[:3]) == set(raised)
+        feed.alert("call0150", "cleared")
+        page.wait_for_function("!document.querySelector('[data-stream=call0150]').classList.contains('alerting')")
+        assert set(page.evaluate(visual_order)[:2]) == {"call0299", "call0007"}
+        assert "call0150" not in page.evaluate(visual_order)[:3]
+        assert page.text_content("[data-stream=call0299] .summary-top").startswith("angry")
+        assert float(page.get_attribute("[data-stream=call0299]", "data-negative")) > 0.8
+        assert page.text_content("#floor-count") == "300 of 300 calls · 2 alerting"
+
+        page.select_option("#agent-filter", "agent07")  # calls 7, 47, 87, … 287
+        assert page.evaluate(visual_order) [:1] == ["call0007"]  # fmt: skip
+        assert len(page.evaluate(visual_order)) == 8
+        assert page.text_content("[data-stream=call0047] .who") == "agent07 · queue3"
+        page.select_option("#agent-filter", "")
+        page.fill("#search", "call015")
+        assert page.evaluate(visual_order) == [f"call015{i}" for i in range(10)]
+        page.fill("#search", "")
+        page.click("[data-stream=call0042] header")  # a card opens on its chart
+        page.wait_for_selector("[data-stream=call0042].expanded .chart canvas")
+        assert not page.console_errors
+    finally:
+        feed.stop.set()
+        feed.thread.join(5)

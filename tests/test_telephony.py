@@ -323,3 +323,14 @@ def test_a_finished_call_leaves_its_worker_and_its_raised_alert_is_cleared():
     statuses = [m["state"] for m in out if m["type"] == "status"]
     assert statuses[-1] == "finished"
     assert not any(key[1] == "call-1" for key in alerts._state)
+
+
+def test_a_call_is_read_once_its_next_window_can_be_cut():
+    call = CallSource("c", "twilio", 8000, [CALLER], CONFIG)
+    analyzer = call.analyzer
+    lookahead = analyzer._resampler.lookahead  # the 2x filter's delay, in input frames
+    assert analyzer.frames_wanted(call.read_block_s) == 16000 + lookahead  # the first window: 2 s
+    assert analyzer.frames_wanted(0.0) == 1 and analyzer.frames_wanted(0.1) == 800
+    jobs = analyzer.push(0, np.zeros((16000 + lookahead, 1), np.float32))
+    assert [job.end for job in jobs] == [32000]  # exactly enough for the first window
+    assert analyzer.frames_wanted(call.read_block_s) == 4000 + lookahead  # then one hop more
