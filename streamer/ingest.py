@@ -59,6 +59,7 @@ class MediaConnection(asyncio.Protocol):
         self.ended = False  # the call ended here: stop, bad input, or shutdown
         self._parts: list[bytes] = []  # a fragmented message so far
         self._binary = False
+        self._closing = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -132,7 +133,8 @@ class MediaConnection(asyncio.Protocol):
                 self.transport.write(data)
             elif self.transport.can_write_eof():
                 self.transport.write_eof()
-        if self.conn.close_expected():
+        if self.conn.close_expected() and not self._closing:
+            self._closing = True
             asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self.transport.close)
 
     def connection_lost(self, exc) -> None:

@@ -58,10 +58,10 @@ def mulaw_to_float(payload: bytes) -> np.ndarray:
     return MULAW[np.frombuffer(payload, np.uint8)]
 
 
-def l16_to_float(payload: bytes, channels: int = 1) -> np.ndarray:
+def l16_to_float(payload: bytes, channels: int = 1, protocol: str = "l16") -> np.ndarray:
     """Little-endian signed 16-bit PCM, interleaved, to float32 ``(n, channels)``."""
     if len(payload) % (2 * channels):
-        raise ProtocolError(f"an L16 frame of {len(payload)} bytes is not whole {channels}-channel samples")
+        raise ProtocolError(f"{protocol}: a frame of {len(payload)} bytes is not whole {channels}-channel samples")
     return (np.frombuffer(payload, "<i2").astype(np.float32) / 32768.0).reshape(-1, channels)
 
 
@@ -500,7 +500,7 @@ class ForkSession:
     def receive_bytes(self, data: bytes) -> None:
         if self.source is None:
             raise ProtocolError("fork: audio before the metadata frame")
-        frames = l16_to_float(data, self.wire_channels)
+        frames = l16_to_float(data, self.wire_channels, "fork")
         for voice, column in enumerate(self.voice_columns):
             self.source.push(voice, frames[:, column])
 
@@ -549,7 +549,7 @@ class AudioSocketSession:
         elif kind == self.AUDIO:
             if self.source is None:
                 raise ProtocolError("audiosocket: audio before the call id")
-            self.source.push(0, l16_to_float(payload)[:, 0])
+            self.source.push(0, l16_to_float(payload, 1, "audiosocket")[:, 0])
         elif kind == self.DTMF:
             self.ignored += 1
         elif kind == self.HANGUP:
