@@ -297,195 +297,17 @@ def begin_shutdown(stop: asyncio.Event) -> None:
     timer.start()
 
 
-async def serve(args, model, sources, sock: socket.socket, alerts, access, broker) -> None:
-    import contextlib
+async def serve(args, models, sources, sock: socket.socket, alerts, access, broker) -> None:
+    from streamer.app import Application
 
-    import uvicorn
-
-    from streamer import metrics
-    from streamer.analyze import analyze_source
-    from streamer.hub import Hub, LoopBridge
-    from streamer.ingest import front_door, serve_audiosocket
-    from streamer.server import create_app
-    from streamer.sources import FilePacer, FileSource
-    from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
-    from streamer.telephony import CallDesk
-    from streamer.worker import AnalysisWorker
-
+    application = Application(args, models, sources, sock, alerts, access, broker)
     loop = asyncio.get_running_loop()
-    hub = Hub(
-        hop_s=args.hop, client_queue=args.client_queue, max_streams=args.max_streams, stream_ttl_s=args.stream_ttl
-    )
-    stop = asyncio.Event()
-    task_restarts = TaskRestarts()
-    tasks: list[asyncio.Task] = []
-    publishers = mqtt_stats = None
-    if broker is not None:
-        from streamer import mqtt
-
-        if args.serve:
-            mqtt_stats = mqtt.SubscriberStats()
-            subscribe = lambda: mqtt.subscribe(broker, args.mqtt_prefix, hub.publish, stop, mqtt_stats)  # noqa: E731
-            tasks.append(asyncio.create_task(keep_running("the MQTT subscriber", subscribe, stop, task_restarts)))
-        else:
-            publishers = mqtt.Publishers(
-                lambda stream: mqtt.StreamPublisher(
-                    broker, args.mqtt_prefix, stream, args.mqtt_interval, spool_dir=args.mqtt_spool
-                ),
-                restarts=task_restarts,
-            )
-
-    def dispatch(message: dict) -> None:  # on the event loop
-        hub.publish(message)
-        if publishers is not None:
-            publishers.offer(message)
-
-    bridge = LoopBridge(loop, dispatch)
-    workers = [AnalysisWorker(m, bridge.put, alerts=alerts) for m in worker_models(args, model, len(sources))]
-    supervisor = WorkerSupervisor(workers)
-
-    def attach(call) -> None:  # a new call goes to the least busy worker, and stays there
-        min(supervisor.workers, key=lambda w: len(w.sources)).add(call)
-
-    desk = CallDesk(
-        model.config,
-        attach,
-        analyze_agent=args.analyze_agent,
-        max_calls=args.max_calls,
-        resume_s=args.call_resume,
-        hop_s=args.hop,
-        horizon_s=args.horizon,
-        adapt_reset_s=args.adapt_reset_s,
-    )
-    for i, source in enumerate(sources):
-        workers[i % len(workers)].add(source)  # a stream stays on one worker: its state is not shared
-    files = [s for s in sources if isinstance(s, FileSource)]
-    pacer = FilePacer(files, fast=args.fast)
-    pacer.start()
-    for worker in workers:
-        worker.start()
-    uploads = workers[0].uploads  # the first worker also runs the model for uploads, between its live batches
-
-    def analyze_upload(f):  # in a thread; refuses recordings over the limit before decoding them whole
-        return analyze_source(f, model, args.hop, uploads.predict, max_seconds=args.max_upload_seconds)
-
-    def counters() -> dict:
-        steps = [w.step for w in supervisor.workers]
-        return {
-            "errors": sum(s.errors for s in steps),
-            "restarts": supervisor.restarts + task_restarts.count,
-            "bridge_dropped": bridge.dropped,
-            **(
-                {"mqtt_invalid": mqtt_stats.invalid, "mqtt_queue_full": mqtt_stats.queue_full}
-                if mqtt_stats is not None
-                else {}
-            ),
-            **(publishers.stats() if publishers is not None else {}),
-            **desk.stats(),
-        }
-
-    def snapshot() -> metrics.Snapshot:
-        steps = [w.step for w in supervisor.workers]
-        hub_stats = hub.stats()
-        count = counters()
-        return metrics.Snapshot(
-            windows_scored=sum(s.windows for s in steps),
-            errors=count["errors"],
-            restarts=count["restarts"],
-            overruns=sum(s.ring.overruns + getattr(s, "overflows", 0) for w in supervisor.workers for s in w.sources),
-            dropped={
-                "dashboard_client": hub_stats["dropped"],
-                "worker_to_loop": bridge.dropped,
-                "not_json": hub_stats["invalid"],
-                "beyond_max_streams": hub_stats["streams_refused"],
-                "mqtt_invalid_in": count.get("mqtt_invalid", 0),
-                "mqtt_queue_full_in": count.get("mqtt_queue_full", 0),
-                "mqtt_alerts_out": count.get("mqtt_alerts_dropped", 0),
-                "mqtt_not_json_out": count.get("mqtt_invalid_dropped", 0),
-            },
-            clients=hub_stats["clients"],
-            streams=len(hub_stats["streams"]),
-            mqtt_queue=count.get("mqtt_alerts_queued", 0),
-            latencies=[s.latency for s in steps],
-        )
-
-    hub.extra_stats = counters
-    app = create_app(
-        hub,
-        analyze_upload,
-        max_upload_mb=args.max_upload_mb,
-        concurrent_uploads=args.concurrent_uploads,
-        upload_read_timeout_s=args.upload_read_timeout,
-        access=access,
-        metrics=metrics.collector(snapshot),
-    )
-    audiosocket = None
-    if args.audiosocket:
-        try:
-            audiosocket = await serve_audiosocket(*args.audiosocket_addr, desk, args.audiosocket_nets)
-        except OSError as exc:
-            raise SystemExit(fail(f"--audiosocket: cannot listen on {args.audiosocket}: {exc.strerror}")) from None
-    tls = {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile} if access.tls else {}
-    # A short graceful timeout: shutdown must end within SHUTDOWN_BUDGET_S whatever clients do.
-    # Calls' websockets share the port, handled without ASGI (see streamer.ingest).
-    doors = front_door(desk, access, args.twilio_path, args.fork_path)
-    config = uvicorn.Config(
-        app, http=doors, log_level=args.log_level, lifespan="off", timeout_graceful_shutdown=1, **tls
-    )
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # we handle SIGINT/SIGTERM below
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, begin_shutdown, stop)
-
-    async def housekeeping() -> None:
-        while True:
-            supervisor.check()
-            hub.expire()
-            desk.housekeeping()
-            await asyncio.sleep(1.0)
-
-    async def stop_when_files_done() -> None:
-        while not all(getattr(s, "finished", False) for s in sources):
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(args.hop * 2)  # let the last statuses go out
-        stop.set()
-
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    tasks.append(asyncio.create_task(housekeeping()))
-    if args.input and args.exit_when_done:
-        tasks.append(asyncio.create_task(stop_when_files_done()))
-    host, port = sock.getsockname()[:2]
-    scheme = "https" if access.tls else "http"
-    needs = "; open it once with ?token=<token>" if access.token else ""
-    print(f"dashboard: {scheme}://{host}:{port}/  (Ctrl-C to stop{needs})", file=sys.stderr, flush=True)
-    if audiosocket is not None:
-        as_host, as_port = audiosocket.sockets[0].getsockname()[:2]
-        print(f"audiosocket: {as_host}:{as_port}", file=sys.stderr, flush=True)
-    await asyncio.wait([asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-
-    # Shutdown, each step bounded (SHUTDOWN_BUDGET_S in all): stop capture, finish the
-    # windows in flight, fail waiting uploads, flush MQTT, close clients, stop the server.
-    for task in tasks:
-        task.cancel()
-    app.state.closing.set()  # uploads still arriving end with 503
-    if audiosocket is not None:
-        audiosocket.close()
-    for connection in list(doors.connections):
-        connection.shutdown()
-    pacer.stop()
-    for source in [*sources, *desk.calls.values()]:
-        source.stop()
-    uploads.close()
-    await asyncio.gather(*(asyncio.to_thread(w.stop, 1.5) for w in supervisor.workers))
-    await asyncio.sleep(0.05)  # deliver what the workers emitted last
-    if publishers is not None:
-        await publishers.close()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    hub.close()
-    await asyncio.sleep(0.1)  # let clients get a 1001 "going away" close before the server stops
-    server.should_exit = True
-    await asyncio.gather(serving, return_exceptions=True)
+        loop.add_signal_handler(sig, begin_shutdown, application.stopping)
+    try:
+        await application.run()
+    except OSError as exc:  # the AudioSocket address (started first, before anything else)
+        raise SystemExit(fail(f"--audiosocket: cannot listen on {args.audiosocket}: {exc.strerror}")) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -548,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = [] if args.serve else build_sources(args, model.config)
     import uvloop
 
-    uvloop.run(serve(args, model, sources, sock, alerts, access, broker))
+    uvloop.run(serve(args, worker_models(args, model, len(sources)), sources, sock, alerts, access, broker))
     return 0
 
 

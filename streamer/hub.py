@@ -225,6 +225,13 @@ class Hub:
         """Make every ``serve`` return so the server can close the sockets (shutdown)."""
         self._closing.set()
 
+    async def close_clients(self, timeout: float) -> None:
+        """``close``, then wait (at most ``timeout``) until every client's ``serve`` has returned."""
+        self.close()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._clients and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
 
 class LoopBridge:
     """Bounded hand-off of messages from worker threads to the event loop.
@@ -254,6 +261,10 @@ class LoopBridge:
                 return
             self._scheduled = True
         self._loop.call_soon_threadsafe(self._drain)
+
+    def flush(self) -> None:
+        """Deliver what is queued now (on the loop: at shutdown, once the workers have stopped)."""
+        self._drain()
 
     def _drain(self) -> None:
         with self._lock:
