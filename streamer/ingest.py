@@ -47,13 +47,17 @@ def _refuse(desk: CallDesk, where: str, exc: Exception) -> str:
     return str(exc).encode()[:MAX_REASON].decode(errors="ignore")
 
 
+def _fork_subprotocol(conn: ServerProtocol, offered) -> Subprotocol | None:
+    """mod_audio_fork's subprotocol when offered; a client that offers none is served too."""
+    return Subprotocol(ForkSession.SUBPROTOCOL) if ForkSession.SUBPROTOCOL in offered else None
+
+
 class MediaConnection(asyncio.Protocol):
     """One call's websocket (Twilio or fork), on python-websockets' sans-I/O protocol."""
 
     def __init__(self, desk: CallDesk, access: AccessConfig, kind: str, registry: set) -> None:
         self.desk, self.access, self.kind, self.registry = desk, access, kind, registry
-        subprotocols = [Subprotocol(ForkSession.SUBPROTOCOL)] if kind == "fork" else None
-        self.conn = ServerProtocol(subprotocols=subprotocols, max_size=MAX_MESSAGE)
+        self.conn = ServerProtocol(select_subprotocol=_fork_subprotocol, max_size=MAX_MESSAGE)
         self.session: TwilioSession | ForkSession | None = None
         self.transport: asyncio.Transport | None = None
         self.ended = False  # the call ended here: stop, bad input, or shutdown
@@ -133,6 +137,8 @@ class MediaConnection(asyncio.Protocol):
                 self.transport.write(data)
             elif self.transport.can_write_eof():
                 self.transport.write_eof()
+            else:  # TLS cannot half-close: the closing handshake is done, so close
+                self.transport.close()
         if self.conn.close_expected() and not self._closing:
             self._closing = True
             asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self.transport.close)
