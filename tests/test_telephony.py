@@ -334,3 +334,13 @@ def test_a_call_is_read_once_its_next_window_can_be_cut():
     jobs = analyzer.push(0, np.zeros((16000 + lookahead, 1), np.float32))
     assert [job.end for job in jobs] == [32000]  # exactly enough for the first window
     assert analyzer.frames_wanted(call.read_block_s) == 4000 + lookahead  # then one hop more
+
+
+def test_refusals_are_logged_at_most_so_often_and_the_rest_counted():
+    from streamer.ingest import LogBudget
+
+    clock = Clock()
+    budget = LogBudget(per_minute=2, clock=clock)
+    assert [budget.allow() for _ in range(5)] == [(True, 0), (True, 0), (False, 0), (False, 0), (False, 0)]
+    clock.now = 61
+    assert budget.allow() == (True, 3)  # the next line says how many were not logged
