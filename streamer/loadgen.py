@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,6 @@ class Call:
     sent: int = 0  # ticks sent
     started_tick: int | None = None
     error: str | None = None
-    params: dict = field(default_factory=dict)
 
     @property
     def ticks(self) -> int:
@@ -91,7 +90,7 @@ class TwilioCall:
                         "streamSid": self.sid,
                         "callSid": call.call_id,
                         "tracks": tracks,
-                        "customParameters": params | call.params,
+                        "customParameters": params,
                         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                     }
                 },
@@ -184,7 +183,6 @@ async def run_calls(
     seconds: float,
     ramp_s: float = 5.0,
     token: str | None = None,
-    hangup: bool = True,
 ) -> Clock:
     """Connect every call, start them spread over ``ramp_s``, send ``seconds`` of audio each in real time.
 
@@ -223,7 +221,7 @@ async def run_calls(
                     sender.call.started_tick = tick
                 await sender.send_tick(k)
     for sender in senders:
-        await sender.close(hangup)
+        await sender.close()
     return clock
 
 
@@ -244,11 +242,11 @@ class _Sender:
         except Exception as exc:  # the server closed this call: note it, go on with the others
             self.call.error = self.call.error or f"{type(exc).__name__}: {exc}"[:200]
 
-    async def close(self, hangup: bool) -> None:
+    async def close(self) -> None:
+        """Hang up (the protocol's stop or hangup, if it has one), then close."""
         try:
-            if hangup:
-                for frame in self.closing:
-                    await self._send(frame)
+            for frame in self.closing:
+                await self._send(frame)
             await self._close()
         except Exception:
             pass
@@ -335,7 +333,10 @@ def load_speech(paths: list[Path], seconds: float) -> list[np.ndarray]:
 
     out = []
     for path in paths:
-        audio = load_audio(path, RATE)
+        try:
+            audio = load_audio(path, RATE)
+        except Exception as exc:
+            raise ValueError(f"{path}: {exc}") from None
         if not len(audio):
             raise ValueError(f"{path}: no audio")
         out.append(np.tile(audio, int(np.ceil(seconds * RATE / len(audio))) + 1)[: int((seconds + 1) * RATE)])
@@ -364,14 +365,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", help="the analyzer's token")
     parser.add_argument("--report", type=Path, help="write tick times and call starts here (JSON)")
     args = parser.parse_args(argv)
+    from websockets.exceptions import InvalidHandshake
+
     try:
         speech = load_speech(args.files, args.seconds)
         calls = make_calls(args.protocol, speech, args.calls, args.both_tracks)
         import uvloop
 
         clock = uvloop.run(run_calls(args.protocol, args.target, calls, args.seconds, args.ramp, args.token))
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, InvalidHandshake) as exc:
+        print(f"error: cannot connect to {args.target}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return 1
     failed = [c for c in calls if c.error]
     late = np.asarray(clock.late or [0.0])
