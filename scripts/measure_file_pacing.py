@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from streamer.app import DASHBOARD_LINE  # noqa: E402
 from streamer.bench import _speech_like  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> int:
         try:
             while True:  # the streams start as it starts listening
                 log.seek(0)
-                found = re.search(r"dashboard: http://[^ ]+:(\d+)/", log.read())
+                found = DASHBOARD_LINE.search(log.read())
                 if found:
                     started = time.time()
                     break
@@ -59,7 +59,7 @@ def main() -> int:
                 time.sleep(0.01)
             lags: list[float] = []
             counts: dict[str, int] = {}
-            with connect(f"ws://127.0.0.1:{found.group(1)}/ws", max_size=None) as ws:
+            with connect(f"ws://127.0.0.1:{found.group(2)}/ws", max_size=None) as ws:
                 deadline = started + args.seconds + 2
                 while time.time() < deadline:
                     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import sys
 
@@ -31,6 +32,8 @@ from streamer.worker import AnalysisWorker
 
 WORKER_STOP_S = 1.5
 CLIENTS_CLOSE_S = 0.5
+# The line printed once the server listens; tests and benchmarks read the scheme and port from it.
+DASHBOARD_LINE = re.compile(r"dashboard: (https?)://[^ ]+:(\d+)/")
 
 
 class Application:

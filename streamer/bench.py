@@ -214,11 +214,11 @@ class SyntheticSource(Source):
 
     def __init__(self, stream_id: str, audio: np.ndarray, offset: int, config, start_s: float = 0.0) -> None:
         from streamer.pipeline import StreamAnalyzer
-        from streamer.ringbuffer import AudioRing
+        from streamer.ringbuffer import RING_SECONDS, AudioRing
 
         self.stream_id = stream_id
         self.audio = audio  # shared by all sources; each starts at its own offset
-        self.ring = AudioRing(int(10 * config.sample_rate))
+        self.ring = AudioRing(int(RING_SECONDS * config.sample_rate))
         self.analyzer = StreamAnalyzer(stream_id, ["mono"], config.sample_rate, config, hop_s=HOP_S)
         self.position = offset
         self.start_s = start_s  # the call starts this long after the clock
@@ -478,8 +478,9 @@ def start_to_first_score() -> float:
     import soundfile as sf
 
     sf.write(clip, _speech_like(4.0, seed=5), 16000)
-    import re
     import tempfile
+
+    from streamer.app import DASHBOARD_LINE
 
     output = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in finally
     started = time.monotonic()
@@ -494,8 +495,8 @@ def start_to_first_score() -> float:
         while time.monotonic() - started < 60 and proc.poll() is None:
             if port is None:  # it prints the port it got once it listens
                 output.seek(0)
-                found = re.search(r"dashboard: http://[^ ]+:(\d+)/", output.read())
-                port = int(found.group(1)) if found else None
+                found = DASHBOARD_LINE.search(output.read())
+                port = int(found.group(2)) if found else None
                 time.sleep(0.01)
                 continue
             try:

@@ -17,15 +17,16 @@ import argparse
 import asyncio
 import json
 import math
-import re
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from streamer.app import DASHBOARD_LINE
 from streamer.bench import HOP_S, P95_TARGET_MS, ROOT, BenchError, _rss_mb, _speech_like
 
 TICK_S = 0.02
@@ -80,8 +81,8 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
         line = (await asyncio.wait_for(analyzer.stderr.readline(), 120)).decode()
         if not line:
             raise BenchError("the analyzer exited before it listened")
-        found = re.search(r"dashboard: http://[^ ]+:(\d+)/", line)
-        port = int(found.group(1)) if found else None
+        found = DASHBOARD_LINE.search(line)
+        port = int(found.group(2)) if found else None
     stderr_task = asyncio.create_task(analyzer.stderr.read())  # keep its pipe drained
     arrivals: list[tuple[str, float, float]] = []  # (call, t, arrival)
     processing: list[float] = []  # the analyzer's own: window cut -> message
@@ -130,7 +131,7 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
                     elif message["type"] == "status":
                         statuses[message["stream"]] = message
             cpu = _cpu_s(analyzer.pid) - cpu_before
-            with urllib_open(f"http://127.0.0.1:{port}/api/status") as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
                 hub = json.loads(response.read())["hub"]
             out, err = generating.result()
     finally:
@@ -184,8 +185,11 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
     }
 
 
-async def _serve_network_only(port: int) -> None:
-    """The ingestion alone (front door, sessions, rings; no analysis), for ``loop_cost``."""
+async def _serve_network_only() -> None:
+    """The ingestion alone (front door, sessions, rings; no analysis), for ``loop_cost``: listens on
+    a port the OS picks and prints it once connections are accepted."""
+    import socket
+
     import uvicorn
 
     from streamer.access import AccessConfig
@@ -197,7 +201,9 @@ async def _serve_network_only(port: int) -> None:
 
     desk = CallDesk(FeatureConfig(), lambda source: None, max_calls=10_000)
     doors = front_door(desk, AccessConfig())
-    config = uvicorn.Config(create_app(Hub()), port=port, http=doors, log_level="warning", lifespan="off")
+    config = uvicorn.Config(create_app(Hub()), http=doors, log_level="warning", lifespan="off")
+    sock = socket.create_server(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
 
     async def drain() -> None:  # stands in for the workers
         while True:
@@ -206,21 +212,17 @@ async def _serve_network_only(port: int) -> None:
             await asyncio.sleep(0.2)
 
     draining = asyncio.create_task(drain())  # noqa: F841 - runs until the process ends
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 def loop_cost(calls: int, seconds: float, speech: Path) -> dict:
     """CPU of the event loop per media message: the ingestion alone, loaded by the generator."""
-    import socket
     import subprocess
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    code = f"import uvloop; from streamer.bench_calls import _serve_network_only as s; uvloop.run(s({port}))"
-    server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    code = "import uvloop; from streamer.bench_calls import _serve_network_only as s; uvloop.run(s())"
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(3)
+        port = int(server.stdout.readline())  # listening
         generator = subprocess.Popen(
             [sys.executable, "-m", "streamer.loadgen", "twilio", str(speech), "--target",
              f"ws://127.0.0.1:{port}/twilio", "--calls", str(calls), "--seconds", str(seconds), "--ramp", "1"],
@@ -241,12 +243,6 @@ def loop_cost(calls: int, seconds: float, speech: Path) -> dict:
         "loop_us_per_media_message": round(server_cpu / messages * 1e6, 1),
         "generator_us_per_media_message": round(generator_cpu / messages * 1e6, 1),
     }
-
-
-def urllib_open(url: str):
-    import urllib.request
-
-    return urllib.request.urlopen(url, timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ server and in the browser; at low load a frame holds one message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -110,6 +111,7 @@ class Hub:
         self.published = 0
         self.invalid = 0  # messages not encodable as strict JSON (NaN, Infinity), dropped
         self._closing = asyncio.Event()
+        self._clients_gone = asyncio.Event()  # set once closing and the last client has left
         self.extra_stats: Callable[[], dict] = dict  # e.g. the worker->loop bridge's drops
 
     def publish(self, message: dict) -> None:
@@ -217,6 +219,8 @@ class Hub:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._clients.discard(client)
+            if self._closing.is_set() and not self._clients:
+                self._clients_gone.set()
             self.dropped_total += client.dropped
             if client.dropped:
                 log.info("a dashboard client left after %d dropped messages", client.dropped)
@@ -228,9 +232,9 @@ class Hub:
     async def close_clients(self, timeout: float) -> None:
         """``close``, then wait (at most ``timeout``) until every client's ``serve`` has returned."""
         self.close()
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self._clients and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        if self._clients:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._clients_gone.wait(), timeout)
 
 
 class LoopBridge:

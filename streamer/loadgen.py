@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from websockets.frames import Opcode
 
-from streamer.telephony import MULAW
+from streamer.telephony import MULAW, AudioSocketSession
 
 try:
     from websockets.speedups import apply_mask
@@ -142,7 +143,7 @@ def audiosocket_frame(kind: int, payload: bytes = b"") -> bytes:
 def audiosocket_frames(caller: np.ndarray) -> list[bytes]:
     """20 ms ``0x10`` (slin 8 kHz) frames."""
     data = l16_encode(caller[: len(caller) // TICK * TICK])
-    return [audiosocket_frame(0x10, data[i : i + TICK * 2]) for i in range(0, len(data), TICK * 2)]
+    return [audiosocket_frame(AudioSocketSession.AUDIO, data[i : i + TICK * 2]) for i in range(0, len(data), TICK * 2)]
 
 
 class Clock:
@@ -271,8 +272,8 @@ async def _connect(protocol: str, target: str, call: Call, encoded: tuple, offse
             send,
             close,
             lambda k: [frames[(offset + k) % len(frames)]],
-            [audiosocket_frame(0x01, uuid.UUID(call.call_id).bytes)],
-            [audiosocket_frame(0x00)],
+            [audiosocket_frame(AudioSocketSession.UUID, uuid.UUID(call.call_id).bytes)],
+            [audiosocket_frame(AudioSocketSession.HANGUP)],
         )
     else:
         from websockets.asyncio.client import connect
@@ -316,9 +317,9 @@ def _raw_sender(ws):
         if transport.is_closing():
             raise ConnectionError("the analyzer closed the connection")
         if isinstance(message, str):
-            transport.write(client_frame(message.encode(), 0x1, mask))
+            transport.write(client_frame(message.encode(), Opcode.TEXT, mask))
         else:
-            transport.write(client_frame(message, 0x2, mask))
+            transport.write(client_frame(message, Opcode.BINARY, mask))
         while transport.get_write_buffer_size() > 1 << 18:  # the analyzer is not reading: wait
             if transport.is_closing():
                 raise ConnectionError("the analyzer closed the connection")

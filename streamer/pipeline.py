@@ -206,8 +206,6 @@ class Source:
     ring: AudioRing
     analyzer: StreamAnalyzer
     input_ended: bool = False  # True once no more audio will be written to the ring
-    exhausted: bool = False  # True once no more audio is coming and the ring is empty
-    finished: bool = False  # True once its last window is out
     transient: bool = False  # leaves its worker once finished (a call), with its state
     # Audio worth gathering before the worker reads it (less when that ends a window): 0 reads
     # whatever came. Calls deliver 20 ms at a time; visiting 300 of them every turn cost a worker
@@ -218,6 +216,16 @@ class Source:
     @property
     def channels(self) -> list[str]:
         return self.analyzer.channel_names
+
+    @property
+    def exhausted(self) -> bool:
+        """No more audio is coming and the ring is empty."""
+        return self.input_ended and self.ring.available == 0
+
+    @property
+    def finished(self) -> bool:
+        """Every window, the last partial one included, has been cut."""
+        return self.exhausted and self.analyzer.flushed
 
     def start(self) -> None:
         """Begin delivering audio; a source that cannot raises a one-line error."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+RING_SECONDS = 10.0  # audio a source's ring holds: how far the analysis may fall behind before loss
+
 
 class AudioRing:
     """Ring of ``capacity`` frames of ``channels`` float32 samples.

@@ -20,10 +20,9 @@ import soundfile as sf
 from streamer.features import FeatureConfig
 from streamer.messages import status_message
 from streamer.pipeline import MONO, Source, StreamAnalyzer
-from streamer.ringbuffer import AudioRing
+from streamer.ringbuffer import RING_SECONDS, AudioRing
 
 log = logging.getLogger(__name__)
-RING_SECONDS = 10.0
 STALL_S = 2.0  # no callback for this long means the device is gone
 
 
@@ -313,15 +312,6 @@ class FileSource(Source):
     @property
     def input_ended(self) -> bool:
         return self._done_reading.is_set()
-
-    @property
-    def exhausted(self) -> bool:
-        return self._done_reading.is_set() and self.ring.available == 0
-
-    @property
-    def finished(self) -> bool:
-        """Every window, the last partial one included, has been cut."""
-        return self.exhausted and self.analyzer.flushed
 
     def stop(self) -> None:
         if self.reading:

@@ -29,10 +29,9 @@ import numpy as np
 from streamer.features import FeatureConfig
 from streamer.messages import status_message
 from streamer.pipeline import Source, StreamAnalyzer
-from streamer.ringbuffer import AudioRing
+from streamer.ringbuffer import RING_SECONDS, AudioRing
 
 CALLER, AGENT, MIXED = "caller", "agent", "mixed"  # mixed: both voices in one channel
-RING_SECONDS = 10.0
 MAX_META_LEN = 200  # characters of an agent/queue name kept
 MAX_ID_LEN = 64
 
@@ -216,14 +215,6 @@ class CallSource(Source):
     @property
     def input_ended(self) -> bool:
         return self.ended
-
-    @property
-    def exhausted(self) -> bool:
-        return self.ended and self.ring.available == 0
-
-    @property
-    def finished(self) -> bool:
-        return self.exhausted and self.analyzer.flushed
 
     def stop(self) -> None:
         self.end()

@@ -130,12 +130,13 @@ class Analyzer:
         return self._listening()[1]
 
     def _listening(self) -> tuple[str, int]:
-        import re
         import time
+
+        from streamer.app import DASHBOARD_LINE
 
         deadline = time.monotonic() + 60
         while self._address is None:
-            found = re.search(r"dashboard: (https?)://[^ ]+:(\d+)/", self.output())
+            found = DASHBOARD_LINE.search(self.output())
             if found:
                 self._address = (found.group(1), int(found.group(2)))
             elif self.proc.poll() is not None:
@@ -227,6 +228,29 @@ def read_messages(ws_url: str, until, timeout: float = 30.0) -> list[dict]:
             except TimeoutError:
                 break
     return messages
+
+
+def twilio_start_closes(url: str, token: str | None, **connect_kw) -> int | None:
+    """Open a Twilio media stream (``connected``, ``start``) with ``token`` as its custom parameter:
+    the close code the analyzer answers with, or None if it keeps the call for 1.5 s."""
+    import uuid
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from streamer.loadgen import Call, TwilioCall
+
+    frames = TwilioCall(Call(f"CA{uuid.uuid4().hex}", np.zeros(160, np.float32)), ["AAAA"], None, 0, token=token)
+    with connect(url, open_timeout=5, **connect_kw) as ws:
+        for text in frames.opening:
+            ws.send(text)
+        try:
+            ws.recv(timeout=1.5)
+        except TimeoutError:
+            return None
+        except ConnectionClosed as closed:
+            return closed.rcvd.code
+    return None
 
 
 class Mosquitto:

@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 from streamer.access import AccessConfig, mqtt_plaintext_warning, resolve_access
 from streamer.hub import Hub
 from streamer.server import create_app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, twilio_start_closes
 
 TOKEN = "s3cret-token-for-the-tests-0123"
 RESULT = {"duration_s": 0.0, "overall": None, "top": None, "adapted": None, "windows": []}
@@ -247,31 +247,11 @@ def test_the_analyzer_serves_token_origin_and_tls_end_to_end(start_analyzer, tmp
     assert not ws_open_any(analyzer.ws_url, ssl=context, origin=own)
     # Calls come over wss on the same port, with the token (Twilio: a custom parameter; fork: the URL).
     calls = f"wss://127.0.0.1:{analyzer.port}"
-    assert twilio_call_stays_open(calls + "/twilio", TOKEN, ssl=context)
-    assert not twilio_call_stays_open(calls + "/twilio", None, ssl=context)
+    assert twilio_start_closes(calls + "/twilio", TOKEN, ssl=context) is None
+    assert twilio_start_closes(calls + "/twilio", None, ssl=context) == 1008
     assert not ws_open_any(calls + "/fork", ssl=context)
     assert ws_open_any(calls + f"/fork?token={TOKEN}", ssl=context)
     assert analyzer.stop() == 0
-
-
-def twilio_call_stays_open(url: str, token: str | None, **kwargs) -> bool:
-    """A Twilio stream's opening messages sent: True if the analyzer keeps the call (no close in 1 s)."""
-    import numpy as np
-    from websockets.exceptions import ConnectionClosed
-
-    from streamer.loadgen import Call, TwilioCall
-
-    frames = TwilioCall(Call("CA" + "7" * 32, np.zeros(160, np.float32)), ["AAAA"], None, 0, token=token)
-    with connect(url, open_timeout=5, **kwargs) as ws:
-        for text in frames.opening:
-            ws.send(text)
-        try:
-            ws.recv(timeout=1)
-        except TimeoutError:
-            return True
-        except ConnectionClosed:
-            return False
-    return True
 
 
 def ws_open_any(url: str, **kwargs) -> bool:

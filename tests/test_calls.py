@@ -8,13 +8,12 @@ system would send it; a dashboard client watches what comes out.
 import asyncio
 import json
 import re
-import time
 import urllib.request
 import uuid
 
 import numpy as np
 import pytest
-from conftest import Analyzer
+from conftest import Analyzer, read_messages, twilio_start_closes
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -47,17 +46,8 @@ def audiosocket_target(analyzer) -> str:
 
 
 async def watch(ws_url: str, until, timeout: float = 30.0) -> list[dict]:
-    """What a dashboard receives until ``until(messages)``."""
-    messages: list[dict] = []
-    deadline = time.monotonic() + timeout
-    async with connect(ws_url) as ws:
-        while not until(messages) and time.monotonic() < deadline:
-            try:
-                frame = await asyncio.wait_for(ws.recv(), max(0.05, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-            messages.extend(json.loads(frame))
-    return messages
+    """What a dashboard receives until ``until(messages)`` (conftest's reader, off the test's event loop)."""
+    return await asyncio.to_thread(read_messages, ws_url, until, timeout)
 
 
 def of(messages, stream, kind):
@@ -250,25 +240,11 @@ def test_audiosocket_off_loopback_needs_an_allow_list(start_analyzer):
     assert "--audiosocket-allow" in analyzer.output() and "Traceback" not in analyzer.output()
 
 
-def test_with_a_token_twilio_must_carry_it_as_a_custom_parameter(start_analyzer, speech):
+def test_with_a_token_twilio_must_carry_it_as_a_custom_parameter(start_analyzer):
     import os
 
     analyzer = start_analyzer(["--serve"], env={**os.environ, "EMOTION_TOKEN": TOKEN})
     target = analyzer.url.replace("http", "ws") + "/twilio"
-    call = loadgen.Call(f"CA{uuid.uuid4().hex}", speech)
-
-    async def run(token):
-        frames = loadgen.TwilioCall(call, ["AAAA"], None, 0, token=token)
-        async with connect(target) as ws:
-            for text in frames.opening:
-                await ws.send(text)
-            try:
-                await asyncio.wait_for(ws.recv(), 1.5)
-            except ConnectionClosed as closed:
-                return closed.rcvd.code
-            except TimeoutError:
-                return "open"
-
-    assert asyncio.run(run(None)) == 1008
-    assert asyncio.run(run(TOKEN)) == "open"
+    assert twilio_start_closes(target, None) == 1008
+    assert twilio_start_closes(target, TOKEN) is None
     assert "no valid token" in analyzer.output()

@@ -176,8 +176,6 @@ class FakeModel:
 
 
 class FakeSource(Source):
-    exhausted = False
-
     def __init__(self, stream_id, audio):
         self.stream_id = stream_id
         self.ring = AudioRing(len(audio))

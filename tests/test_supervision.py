@@ -46,8 +46,6 @@ class FlakyModel:
 class LiveSource(Source):
     """A source whose audio the test writes as it goes."""
 
-    exhausted = False
-
     def __init__(self, stream_id: str):
         self.stream_id = stream_id
         self.ring = AudioRing(16000 * 20)
