@@ -92,7 +92,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(a new call; default 30)",
     )
     ana.add_argument("--model-dir", type=Path, help="folder of the trained model (default: models/)")
-    ana.add_argument("--workers", type=COUNT, help="analysis threads, each with its own model (default: one per core)")
+    ana.add_argument("--workers", type=COUNT, help="analysis workers, each with its own model (default: one per core)")
+    ana.add_argument(
+        "--analysis",
+        choices=["threads", "processes"],
+        help="run the workers as threads, or as processes that do not share the event loop's interpreter lock "
+        "(default: processes with --serve, for many calls; threads otherwise)",
+    )
     srv = p.add_argument_group("server")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument(
@@ -212,6 +218,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if (args.mqtt_ca or args.mqtt_spool or args.mqtt_password_file) and not args.mqtt:
         p.error("--mqtt-ca, --mqtt-spool and --mqtt-password-file need --mqtt")
     args.channel_names = names
+    if args.analysis is None:
+        args.analysis = "processes" if args.serve else "threads"
     return args
 
 
@@ -308,6 +316,8 @@ async def serve(args, models, sources, sock: socket.socket, alerts, access, brok
         await application.run()
     except OSError as exc:  # the AudioSocket address (started first, before anything else)
         raise SystemExit(fail(f"--audiosocket: cannot listen on {args.audiosocket}: {exc.strerror}")) from None
+    except RuntimeError as exc:  # an analysis process could not start
+        raise SystemExit(fail(str(exc))) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,6 +390,8 @@ def worker_models(args, model, n_sources: int) -> list:
 
     from streamer.runtime import EmotionModel
 
+    if args.analysis == "processes":
+        return [model]  # each process loads its own; this one serves uploads
     cores = args.workers or os.cpu_count() or 1
     count = cores if args.serve else max(1, min(cores, n_sources))  # --serve: for calls as they come
     return [model] + [EmotionModel(args.model_dir or model.model_dir) for _ in range(count - 1)]

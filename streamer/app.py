@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import sys
@@ -24,11 +25,12 @@ from streamer import metrics
 from streamer.analyze import analyze_source
 from streamer.hub import Hub, LoopBridge
 from streamer.ingest import front_door, serve_audiosocket
+from streamer.procworker import ProcessWorker, WorkerOptions
 from streamer.server import create_app
 from streamer.sources import FilePacer, FileSource
 from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
-from streamer.telephony import CallDesk
-from streamer.worker import AnalysisWorker
+from streamer.telephony import CallDesk, ProtocolError
+from streamer.worker import AnalysisWorker, DirectUploads
 
 WORKER_STOP_S = 1.5
 CLIENTS_CLOSE_S = 0.5
@@ -73,7 +75,14 @@ class Application:
                 restarts=self.task_restarts,
             )
         self.bridge = LoopBridge(asyncio.get_running_loop(), self._dispatch)
-        workers = [AnalysisWorker(model, self.bridge.put, alerts=alerts) for model in models]
+        analyzer_kw = {"hop_s": args.hop, "horizon_s": args.horizon, "adapt_reset_s": args.adapt_reset_s}
+        if args.analysis == "processes":  # the loop keeps an interpreter lock of its own (streamer.procworker)
+            options = WorkerOptions(models[0].model_dir, analyzer_kw, alerts, 1.0, args.log_level)
+            workers = [ProcessWorker(options, self.bridge.put) for _ in range(args.workers or os.cpu_count() or 1)]
+            self.uploads = DirectUploads(models[0])  # the main process's model is free for them
+        else:
+            workers = [AnalysisWorker(model, self.bridge.put, alerts=alerts) for model in models]
+            self.uploads = workers[0].uploads  # the first worker runs the uploads' model work between live batches
         for i, source in enumerate(sources):
             workers[i % len(workers)].add(source)  # a stream stays on one worker: its state is not shared
         self.supervisor = WorkerSupervisor(workers)
@@ -83,12 +92,9 @@ class Application:
             analyze_agent=args.analyze_agent,
             max_calls=args.max_calls,
             resume_s=args.call_resume,
-            hop_s=args.hop,
-            horizon_s=args.horizon,
-            adapt_reset_s=args.adapt_reset_s,
+            **analyzer_kw,
         )
         self.pacer = FilePacer([s for s in sources if isinstance(s, FileSource)], fast=args.fast)
-        self.uploads = workers[0].uploads  # the first worker also runs the model for uploads, between live batches
         model = models[0]
 
         def analyze_upload(f):  # in a thread; refuses recordings over the limit before decoding them whole
@@ -124,7 +130,10 @@ class Application:
             self.publishers.offer(message)
 
     def _attach(self, call) -> None:  # a new call goes to the least busy worker, and stays there
-        min(self.supervisor.workers, key=lambda w: len(w.sources)).add(call)
+        try:
+            min(self.supervisor.workers, key=lambda w: len(w.sources)).add(call)
+        except MemoryError as exc:  # no room left in shared memory: this call is refused, the others go on
+            raise ProtocolError(f"call {call.stream_id}: {exc}") from None
 
     def counters(self) -> dict:
         steps = [w.step for w in self.supervisor.workers]
@@ -174,6 +183,8 @@ class Application:
         self.pacer.start()
         for worker in self.supervisor.workers:
             worker.start()
+        waiting = [w.wait_ready for w in self.supervisor.workers if isinstance(w, ProcessWorker)]
+        await asyncio.gather(*(asyncio.to_thread(wait) for wait in waiting))  # RuntimeError: cannot start
         self.serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
         if self.broker is not None and args.serve:
             from streamer import mqtt

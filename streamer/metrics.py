@@ -34,6 +34,13 @@ class LatencyHistogram:
             self._counts[bisect.bisect_left(self.buckets, seconds)] += 1
             self._sum += seconds
 
+    def load(self, counts: list[int], total: float) -> None:
+        """Take counts kept elsewhere (a worker process's), as ``snapshot`` gave them."""
+        if len(counts) != len(self._counts):
+            raise ValueError("counts do not match the buckets")
+        with self._lock:
+            self._counts, self._sum = list(counts), total
+
     def snapshot(self) -> tuple[list[int], float]:
         """(per-bucket counts, the last for +Inf; sum of the observations)."""
         with self._lock:

@@ -139,6 +139,26 @@ class StreamAnalyzer:
         """Mean processing latency of the recent windows, for status messages."""
         return round(float(np.mean(self.latency_ms)), 2) if self.latency_ms else None
 
+    def figures(self) -> dict:
+        """What a status shows of this analysis; a worker process sends them to the main process."""
+        return {
+            "windows_done": self.windows_done,
+            "latency_ms": self.mean_latency_ms,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "flushed": self.flushed,
+        }
+
+    def mirror(self, figures: dict) -> None:
+        """Take the figures of this stream's analysis running elsewhere (a worker process)."""
+        self.windows_done, self.errors, self.last_error = (
+            figures["windows_done"],
+            figures["errors"],
+            figures["last_error"],
+        )
+        self.flushed = figures["flushed"]
+        self.latency_ms = [] if figures["latency_ms"] is None else [figures["latency_ms"]]
+
     def record_error(self, exc: BaseException) -> None:
         """Count a failure that cost this stream windows; its status shows it."""
         self.errors += 1
@@ -205,7 +225,6 @@ class Source:
     stream_id: str
     ring: AudioRing
     analyzer: StreamAnalyzer
-    input_ended: bool = False  # True once no more audio will be written to the ring
     transient: bool = False  # leaves its worker once finished (a call), with its state
     # Audio worth gathering before the worker reads it (less when that ends a window): 0 reads
     # whatever came. Calls deliver 20 ms at a time; visiting 300 of them every turn cost a worker
@@ -216,6 +235,15 @@ class Source:
     @property
     def channels(self) -> list[str]:
         return self.analyzer.channel_names
+
+    @property
+    def input_ended(self) -> bool:
+        """No more audio will be written to the ring (kept in the ring, so a worker process sees it)."""
+        return self.ring.ended
+
+    @input_ended.setter
+    def input_ended(self, value: bool) -> None:
+        self.ring.ended = value
 
     @property
     def exhausted(self) -> bool:

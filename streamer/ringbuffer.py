@@ -8,22 +8,50 @@ and the loss is counted (``overrun_samples``), never hidden.
 
 Positions are absolute sample counters since the stream started, so
 timestamps come from counts, not wall clocks.
+
+A ring can move into shared memory (:meth:`AudioRing.share`) so that a worker
+process reads what the main process writes (``streamer.procworker``): the
+samples and the counters then live in one ``SharedMemory`` block, and the
+other process opens it with :meth:`AudioRing.attach`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from multiprocessing import shared_memory
+
 import numpy as np
 
 RING_SECONDS = 10.0  # audio a source's ring holds: how far the analysis may fall behind before loss
+SHM_DIR = "/dev/shm"
+# The counters, one int64 each; in shared memory each has one writing process.
+_WRITTEN, _READ_POS, _OVERRUN_SAMPLES, _OVERRUNS, _ENDED = range(5)
+
+
+def _counter(index: int, doc: str) -> property:
+    def get(self: AudioRing) -> int:
+        return self._count[index]
+
+    def set_(self: AudioRing, value: int) -> None:
+        self._count[index] = value
+
+    return property(get, set_, doc=doc)
 
 
 class AudioRing:
     """Ring of ``capacity`` frames of ``channels`` float32 samples.
 
-    Thread-safety: one writer thread and one reader thread. The writer
-    publishes ``written`` after copying, so the reader never sees a frame
-    before it is complete (a Python int assignment is atomic).
+    Thread-safety: one writer and one reader (threads, or processes once
+    shared). The writer publishes ``written`` after copying, so the reader
+    never sees a frame before it is complete (an aligned int64 store is
+    atomic, and x86 keeps stores in order).
     """
+
+    written = _counter(_WRITTEN, "frames ever written (the writer's)")
+    read_pos = _counter(_READ_POS, "frames ever consumed or skipped (the reader's)")
+    overrun_samples = _counter(_OVERRUN_SAMPLES, "frames overwritten before they were read")
+    overruns = _counter(_OVERRUNS, "times the reader found audio overwritten")
 
     def __init__(self, capacity: int, channels: int = 1) -> None:
         if capacity <= 0 or channels <= 0:
@@ -31,10 +59,77 @@ class AudioRing:
         self.capacity = capacity
         self.channels = channels
         self._data = np.zeros((capacity, channels), np.float32)
-        self.written = 0  # frames ever written
-        self.read_pos = 0  # frames ever consumed or skipped
-        self.overrun_samples = 0
-        self.overruns = 0  # times the reader found audio overwritten
+        self._counters = np.zeros(5, np.int64)
+        self._count = memoryview(self._counters)  # item access: a third of numpy's cost, per media message
+        self._shm: shared_memory.SharedMemory | None = None
+        self._owner = False
+
+    @property
+    def ended(self) -> bool:
+        """The writer's word that no more audio will come (read across processes)."""
+        return bool(self._count[_ENDED])
+
+    @ended.setter
+    def ended(self, value: bool) -> None:
+        self._count[_ENDED] = bool(value)
+
+    # -- shared memory --
+
+    def share(self) -> str:
+        """Move the ring into shared memory (once; before any writer runs); returns the block's name.
+
+        Raises MemoryError with a one-line message when ``/dev/shm`` has no
+        room for it (a container's default is 64 MB): touching pages beyond
+        it would kill the process instead.
+        """
+        if self._shm is None:
+            size = self._counters.nbytes + self._data.nbytes
+            if os.path.isdir(SHM_DIR):
+                free = os.statvfs(SHM_DIR)
+                if free.f_bavail * free.f_frsize < 2 * size:
+                    raise MemoryError(f"{SHM_DIR} is full: no room for another {size // 1024} kB audio ring")
+            shm = shared_memory.SharedMemory(create=True, size=size)
+            counters, data = self._views(shm, self.capacity, self.channels)
+            counters[:] = self._counters
+            data[:] = self._data
+            self._shm, self._owner, self._counters, self._data = shm, True, counters, data
+            self._count = memoryview(counters)
+        return self._shm.name
+
+    @classmethod
+    def attach(cls, name: str, capacity: int, channels: int) -> AudioRing:
+        """The ring ``share`` moved into the block ``name``, opened in another process."""
+        ring = cls.__new__(cls)
+        ring.capacity, ring.channels = capacity, channels
+        ring._shm, ring._owner = shared_memory.SharedMemory(name=name), False
+        ring._counters, ring._data = cls._views(ring._shm, capacity, channels)
+        ring._count = memoryview(ring._counters)
+        return ring
+
+    @staticmethod
+    def _views(shm: shared_memory.SharedMemory, capacity: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        counters = np.ndarray((5,), np.int64, buffer=shm.buf)
+        data = np.ndarray((capacity, channels), np.float32, buffer=shm.buf, offset=counters.nbytes)
+        return counters, data
+
+    def release(self) -> None:
+        """Close this process's view of a shared ring (and free the block, in the process that made it).
+
+        The ring keeps working on a private copy, so a late reader or writer does no harm.
+        """
+        if self._shm is None:
+            return
+        shm, self._shm = self._shm, None
+        self._counters, self._data = self._counters.copy(), self._data.copy()
+        self._count = memoryview(self._counters)
+        with contextlib.suppress(BufferError):  # a view still held (another thread): unmapped when it goes
+            shm.close()
+        if self._owner:
+            shm.unlink()
+
+    @property
+    def shared_name(self) -> str | None:
+        return None if self._shm is None else self._shm.name
 
     def write(self, frames: np.ndarray) -> None:
         """Copy frames in; never blocks. Shape ``(n, channels)`` or ``(n,)`` for mono."""
@@ -42,11 +137,12 @@ class AudioRing:
         n = frames.shape[0]
         skip = max(0, n - self.capacity)  # more than fits: keep the newest
         frames = frames[skip:]
-        start = (self.written + skip) % self.capacity
+        written = self.written
+        start = (written + skip) % self.capacity
         first = min(frames.shape[0], self.capacity - start)
         self._data[start : start + first] = frames[:first]
         self._data[: frames.shape[0] - first] = frames[first:]
-        self.written += n
+        self.written = written + n
 
     @property
     def available(self) -> int:

@@ -250,7 +250,6 @@ class FileSource(Source):
         self.position = 0  # frames delivered to the ring
         self._block = max(1, int(self.rate * self.BLOCK_S))
         self._file: sf.SoundFile | None = None
-        self._done_reading = threading.Event()
 
     def start(self) -> None:
         """Open the file; the pacer delivers it."""
@@ -268,11 +267,11 @@ class FileSource(Source):
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._done_reading.set()
+        self.input_ended = True
 
     @property
     def reading(self) -> bool:
-        return not self._done_reading.is_set()
+        return not self.input_ended
 
     def _deliver_block(self) -> bool:
         """Read one block into the ring; False at the end of the file."""
@@ -308,10 +307,6 @@ class FileSource(Source):
         except Exception as exc:
             self._fail(exc)
         return delivered
-
-    @property
-    def input_ended(self) -> bool:
-        return self._done_reading.is_set()
 
     def stop(self) -> None:
         if self.reading:

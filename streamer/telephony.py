@@ -119,7 +119,6 @@ class CallSource(Source):
         self.analyzer = StreamAnalyzer(stream_id, channels, rate, config, **analyzer_kw)
         self.state = "running"
         self.error: str | None = None
-        self.ended = False
         self.reconnects = 0
         self.gaps = 0  # media gaps (lost packets), filled with silence
         self.gap_samples = 0
@@ -134,7 +133,7 @@ class CallSource(Source):
 
     def push(self, voice: int, samples: np.ndarray, at: int | None = None) -> None:
         """Samples of voice ``voice`` (index in ``channels``), starting at media position ``at`` if known."""
-        if self.ended:
+        if self.input_ended:
             return
         received = self._received[voice]
         if at is not None:
@@ -186,7 +185,7 @@ class CallSource(Source):
 
     def end(self, error: str | None = None) -> None:
         """The call is over (stop, hangup, or given up): what was received is still analysed."""
-        if self.ended:
+        if self.input_ended:
             return
         if len(self.channels) > 1:  # the shorter voice's tail is silence
             ahead = max(self._received)
@@ -194,27 +193,23 @@ class CallSource(Source):
                 if ahead > received:
                     self._pad(voice, ahead - received)
             self._write_common()
-        self.ended = True
+        self.input_ended = True
         self.error = error
         self.state = "running"  # until its last window is out; then finished
 
     def connection_lost(self, now: float) -> None:
         """The connection dropped without the call ending: keep it for a reconnect."""
-        if not self.ended:
+        if not self.input_ended:
             self.state, self.error, self.lost_at = "reconnecting", "connection lost", now
 
     def resume(self) -> None:
         """The same call connected again: its media positions restart, stream time goes on."""
         self._offset = max(self._received)
-        self.ended = False
+        self.input_ended = False
         self.state, self.error, self.lost_at = "running", None, None
         self.reconnects += 1
 
     # -- read by the worker --
-
-    @property
-    def input_ended(self) -> bool:
-        return self.ended
 
     def stop(self) -> None:
         self.end()
@@ -299,15 +294,15 @@ class CallDesk:
         if source is not None and not source.finished and source.rate == rate and source.channels == voices:
             source.resume()  # a reconnect, or a new stream of the same call
         else:
-            live = sum(not s.ended for s in self.calls.values())
+            live = sum(not s.input_ended for s in self.calls.values())
             if live >= self.max_calls:
                 raise ProtocolError(f"call {call_id}: already {self.max_calls} calls (--max-calls)")
             if source is not None:
                 source.end()
             source = CallSource(call_id, protocol, rate, voices, self.config, **meta, **self.analyzer_kw)
+            self.attach(source)  # may refuse it (ProtocolError): then the call was never here
             self.calls[call_id] = source
             self.started += 1
-            self.attach(source)
         self.connected.add(call_id)
         return source
 
@@ -323,13 +318,13 @@ class CallDesk:
         """End calls whose reconnect grace ran out; forget finished ones (their worker drops them)."""
         now = self.clock()
         for call_id, source in list(self.calls.items()):
-            if source.lost_at is not None and not source.ended and now - source.lost_at > self.resume_s:
+            if source.lost_at is not None and not source.input_ended and now - source.lost_at > self.resume_s:
                 source.end("connection lost")
             if source.finished:
                 del self.calls[call_id]
 
     def stats(self) -> dict:
-        return {"calls": sum(not s.ended for s in self.calls.values()), "call_errors": self.errors}
+        return {"calls": sum(not s.input_ended for s in self.calls.values()), "call_errors": self.errors}
 
 
 def _json_object(text: str | bytes, what: str) -> dict:

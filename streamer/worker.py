@@ -28,6 +28,46 @@ from streamer.pipeline import ScoringStep, Source
 log = logging.getLogger(__name__)
 
 
+def analysed_status(source: Source, max_adaptation: float) -> dict | None:
+    """A source's status message with its analysis's figures; None (logged) if it has none."""
+    try:
+        message = source.status()
+    except Exception:
+        log.exception("stream %s: no status", source.stream_id)
+        return None
+    # What "fully adapted" is, so a dashboard can tell a channel still calibrating.
+    message.setdefault("adaptation", max_adaptation)
+    message["errors"] = source.analyzer.errors
+    if source.analyzer.last_error is not None:
+        message["last_error"] = source.analyzer.last_error
+    return message
+
+
+class DirectUploads:
+    """Uploads' model work on the calling thread, one request at a time.
+
+    With worker processes (``streamer.procworker``) the main process's own
+    model has nothing else to do; a large upload holds the lock only for its
+    own requests, and live streams are not affected (they are elsewhere).
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def predict(self, frames: np.ndarray, stats: FeatureStats | None, timeout: float = 300.0) -> np.ndarray:
+        if self.closed or not self._lock.acquire(timeout=timeout):
+            raise RuntimeError("the analyzer is shutting down" if self.closed else "the model stayed busy")
+        try:
+            return self.model.predict(frames, stats)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class UploadScheduler:
     """Model work for uploaded files: bounded, split into small requests, served one per worker turn.
 
@@ -186,16 +226,12 @@ class AnalysisWorker(threading.Thread):
             now = time.monotonic()
             if now - self._last_status >= self.status_every_s:
                 self._last_status = now
-                for source in self.sources:
-                    self._emit_status(source)
-                    if source.transient and source.finished:
-                        self._retire(source)
+                self._report()
             if stopping:
                 # Finish what was captured before the stop, then end.
                 while any(source.ring.available for source in self.sources) and self._turn():
                     pass
-                for source in self.sources:
-                    self._emit_status(source)
+                self._report(retire=False)
                 self.uploads.close()
                 return
             if not cut and not served:
@@ -211,18 +247,17 @@ class AnalysisWorker(threading.Thread):
             self._stop_event.wait(self.TURN_ERROR_PAUSE_S)
             return 0
 
+    def _report(self, retire: bool = True) -> None:
+        """Every source's status; finished calls leave."""
+        for source in self.sources:
+            self._emit_status(source)
+            if retire and source.transient and source.finished:
+                self._retire(source)
+
     def _emit_status(self, source: Source) -> None:
-        try:
-            message = source.status()
-        except Exception:
-            log.exception("stream %s: no status", source.stream_id)
-            return
-        # What "fully adapted" is, so a dashboard can tell a channel still calibrating.
-        message.setdefault("adaptation", self.step.max_adaptation)
-        message["errors"] = source.analyzer.errors
-        if source.analyzer.last_error is not None:
-            message["last_error"] = source.analyzer.last_error
-        self._safe_emit(message)
+        message = analysed_status(source, self.step.max_adaptation)
+        if message is not None:
+            self._safe_emit(message)
 
     def _safe_emit(self, message: dict) -> None:
         try:

@@ -7,9 +7,11 @@ system would send it; a dashboard client watches what comes out.
 
 import asyncio
 import json
+import os
 import re
 import urllib.request
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,11 +28,14 @@ TOKEN = "calls-test-token-0123456789"
 @pytest.fixture(scope="module")
 def analyzer():
     """One analyzer for the module: calls at /twilio and /fork, AudioSocket on a port the OS picks."""
+    blocks_before = set(Path("/dev/shm").glob("psm_*"))
     analyzer = Analyzer(["--serve", "--audiosocket", "127.0.0.1:0", "--call-resume", "3"])
     analyzer.wait_ready()
     yield analyzer
-    analyzer.stop()
+    assert analyzer.stop() == 0
+    assert "leaked shared_memory" not in analyzer.output()
     analyzer.log.close()
+    assert set(Path("/dev/shm").glob("psm_*")) <= blocks_before  # every call's shared ring was freed
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +77,7 @@ def test_twilio_calls_are_scored_on_the_callers_voice_and_finish_on_stop(analyze
     both = loadgen.Call(f"CA{uuid.uuid4().hex}", speech, speech[::-1].copy(), agent_name="Ana", queue="billing")
     inbound = loadgen.Call(f"CA{uuid.uuid4().hex}", speech)
     messages = asyncio.run(call_and_watch(analyzer, "twilio", target, [both, inbound], 6.0))
+    assert analysis_processes(analyzer.proc.pid) == os.cpu_count()  # --serve: one worker process per core
     for call in (both, inbound):
         scores = of(messages, call.call_id, "scores")
         assert {m["channel"] for m in scores} == {"caller"}  # the agent's track is received and discarded
@@ -81,6 +87,24 @@ def test_twilio_calls_are_scored_on_the_callers_voice_and_finish_on_stop(analyze
         assert (last["state"], last["source"], last["gaps"], last["overruns"]) == ("finished", "twilio", 0, 0)
     assert of(messages, both.call_id, "status")[-1]["agent"] == "Ana"
     assert of(messages, both.call_id, "status")[-1]["queue"] == "billing"
+
+
+def test_calls_are_analysed_by_worker_threads_too(start_analyzer, speech):
+    """``--analysis threads`` (a softphone's analyzer that also takes calls): the same results."""
+    analyzer = start_analyzer(["--serve", "--analysis", "threads"])
+    call = loadgen.Call(f"CA{uuid.uuid4().hex}", speech)
+    messages = asyncio.run(
+        call_and_watch(analyzer, "twilio", analyzer.url.replace("http", "ws") + "/twilio", [call], 3.0)
+    )
+    assert [m["t"] for m in of(messages, call.call_id, "scores")] == [2.0, 2.5, 3.0]
+    assert of(messages, call.call_id, "status")[-1]["state"] == "finished"
+    assert analysis_processes(analyzer.proc.pid) == 0
+
+
+def analysis_processes(pid: int) -> int:
+    """Worker processes of the analyzer ``pid`` (Python children running the worker's entry point)."""
+    children = [c for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    return sum(b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes() for c in children)
 
 
 def test_twilio_dtmf_and_marks_are_ignored_and_lost_media_is_counted(analyzer, speech):
@@ -241,8 +265,6 @@ def test_audiosocket_off_loopback_needs_an_allow_list(start_analyzer):
 
 
 def test_with_a_token_twilio_must_carry_it_as_a_custom_parameter(start_analyzer):
-    import os
-
     analyzer = start_analyzer(["--serve"], env={**os.environ, "EMOTION_TOKEN": TOKEN})
     target = analyzer.url.replace("http", "ws") + "/twilio"
     assert twilio_start_closes(target, None) == 1008

@@ -134,7 +134,7 @@ def test_a_dropped_call_waits_for_its_reconnect_and_then_ends():
     desk.close(source, ended=False)
     clock.now = 16
     desk.housekeeping()
-    assert source.ended and source.error == "connection lost"
+    assert source.input_ended and source.error == "connection lost"
     source.ring.read()
     source.analyzer.flushed = True
     desk.housekeeping()
