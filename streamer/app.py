@@ -29,7 +29,7 @@ from streamer.procworker import ProcessWorker, WorkerOptions
 from streamer.server import create_app
 from streamer.sources import FilePacer, FileSource
 from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
-from streamer.telephony import CallDesk, ProtocolError
+from streamer.telephony import CallDesk
 from streamer.worker import AnalysisWorker, DirectUploads
 
 WORKER_STOP_S = 1.5
@@ -130,10 +130,7 @@ class Application:
             self.publishers.offer(message)
 
     def _attach(self, call) -> None:  # a new call goes to the least busy worker, and stays there
-        try:
-            min(self.supervisor.workers, key=lambda w: len(w.sources)).add(call)
-        except MemoryError as exc:  # no room left in shared memory: this call is refused, the others go on
-            raise ProtocolError(f"call {call.stream_id}: {exc}") from None
+        min(self.supervisor.workers, key=lambda w: len(w.sources)).add(call)
 
     def counters(self) -> dict:
         steps = [w.step for w in self.supervisor.workers]

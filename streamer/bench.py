@@ -16,6 +16,10 @@ Measured in one run on this machine:
 
 The capacity server runs in a subprocess (``--serve-streams``) so its RSS is
 its own and TensorFlow, imported here for the baseline, is not in it.
+
+``python -m streamer.bench calls …`` is the telephony capacity run instead
+(``streamer.bench_calls``): real calls over real sockets through
+``run_stream.py --serve``.
 """
 
 from __future__ import annotations
@@ -515,6 +519,11 @@ def start_to_first_score() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["calls"]:  # the telephony capacity run, through run_stream.py --serve
+        from streamer.bench_calls import main as calls_main
+
+        return calls_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m streamer.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes)")
     parser.add_argument("--json", type=Path, help="also write the results here")

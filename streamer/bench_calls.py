@@ -1,4 +1,4 @@
-"""Telephony capacity through the real path: ``python -m streamer.bench_calls [--calls 300] [--both-tracks]``.
+"""Telephony capacity through the real path: ``python -m streamer.bench calls [--calls N ...] [--both-tracks]``.
 
 Starts ``run_stream.py --serve`` (the analyzer as deployed), a dashboard
 websocket client (here), and ``python -m streamer.loadgen`` (a separate
@@ -273,24 +273,31 @@ def loop_cost(calls: int, seconds: float, speech: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamer.bench_calls", description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, nargs="+", default=[300], help="call counts to run, in order")
+    parser = argparse.ArgumentParser(prog="python -m streamer.bench calls", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--calls", type=int, nargs="+", default=[150, 200, 300, 400], help="call counts to run, in increasing order"
+    )
     parser.add_argument("--both-tracks", action="store_true", help="calls send the agent's track too")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the calls start")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--analyzer-arg", action="append", default=[], help="pass this to run_stream.py")
+    parser.add_argument("--loop-seconds", type=float, default=30.0, help="length of the event-loop cost run")
     args = parser.parse_args(argv)
     results = {"per_message": message_cost_us(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         speech = Path(tmp) / "speech.wav"
         sf.write(speech, _speech_like(max(args.seconds, 30.0), seed=5), 16000)
-        results["per_message"] |= loop_cost(max(args.calls), 30.0, speech)
+        results["per_message"] |= loop_cost(max(args.calls), args.loop_seconds, speech)
         print(json.dumps(results["per_message"]), flush=True)
         for n in args.calls:
             run = asyncio.run(_run(n, args.seconds, args.both_tracks, args.ramp, speech, args.analyzer_arg))
             results["runs"].append(run)
             print(json.dumps(run), flush=True)
+    sustained = [run["calls"] for run in results["runs"] if run["sustained"]]
+    results["max_calls_sustained"] = max(sustained, default=0)
+    tracks = "both tracks" if args.both_tracks else "the inbound track"
+    print(f"most calls sustained ({tracks}; of {' '.join(map(str, args.calls))}): {results['max_calls_sustained']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -149,16 +149,6 @@ class StreamAnalyzer:
             "flushed": self.flushed,
         }
 
-    def mirror(self, figures: dict) -> None:
-        """Take the figures of this stream's analysis running elsewhere (a worker process)."""
-        self.windows_done, self.errors, self.last_error = (
-            figures["windows_done"],
-            figures["errors"],
-            figures["last_error"],
-        )
-        self.flushed = figures["flushed"]
-        self.latency_ms = [] if figures["latency_ms"] is None else [figures["latency_ms"]]
-
     def record_error(self, exc: BaseException) -> None:
         """Count a failure that cost this stream windows; its status shows it."""
         self.errors += 1

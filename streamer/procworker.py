@@ -69,6 +69,22 @@ class StreamSpec:
         )
 
 
+class MirroredAnalysis:
+    """What the main process keeps of a stream analysed in a worker process: the figures its
+    status shows, as last reported. It replaces the source's own ``StreamAnalyzer`` (about
+    300 kB of window buffers per stream) once the stream is handed over."""
+
+    def __init__(self, analyzer: StreamAnalyzer) -> None:
+        self.stream_id = analyzer.stream_id
+        self.channel_names = analyzer.channel_names
+        self.input_rate = analyzer.input_rate
+        self.update(analyzer.figures())
+
+    def update(self, figures: dict) -> None:
+        self.windows_done, self.mean_latency_ms = figures["windows_done"], figures["latency_ms"]
+        self.errors, self.last_error, self.flushed = figures["errors"], figures["last_error"], figures["flushed"]
+
+
 class StepFigures:
     """A worker process's step counters, as reported; they add up across its replacements."""
 
@@ -157,6 +173,8 @@ class ProcessWorker:
         Raises MemoryError (one line) when shared memory is full.
         """
         spec = StreamSpec.of(source)
+        if isinstance(source.analyzer, StreamAnalyzer):
+            source.analyzer = MirroredAnalysis(source.analyzer)
         with self._lock:
             self._sources[source.stream_id] = source
         self._send(("add", spec))
@@ -236,7 +254,7 @@ class ProcessWorker:
             for stream_id, stream_figures in figures.items():
                 source = sources.get(stream_id)
                 if source is not None:
-                    source.analyzer.mirror(stream_figures)
+                    source.analyzer.update(stream_figures)
                     message = analysed_status(source, self.step.max_adaptation)
                     if message is not None:
                         self._safe_emit(message)

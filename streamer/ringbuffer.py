@@ -86,7 +86,7 @@ class AudioRing:
             size = self._counters.nbytes + self._data.nbytes
             if os.path.isdir(SHM_DIR):
                 free = os.statvfs(SHM_DIR)
-                if free.f_bavail * free.f_frsize < 2 * size:
+                if free.f_bavail * free.f_frsize < size:
                     raise MemoryError(f"{SHM_DIR} is full: no room for another {size // 1024} kB audio ring")
             shm = shared_memory.SharedMemory(create=True, size=size)
             counters, data = self._views(shm, self.capacity, self.channels)

@@ -241,7 +241,8 @@ class CallDesk:
     ----------
     config : FeatureConfig
     attach : callable
-        Receives each new :class:`CallSource` (the adapter hands it to a worker).
+        Receives each new :class:`CallSource` (the adapter hands it to a
+        worker); a MemoryError from it refuses the call.
     analyze_agent : bool
         Analyse the agent's voice too. Off by default: in the EU, recognising
         the emotions of workers is prohibited (AI Act, Art. 5(1)(f)).
@@ -300,7 +301,10 @@ class CallDesk:
             if source is not None:
                 source.end()
             source = CallSource(call_id, protocol, rate, voices, self.config, **meta, **self.analyzer_kw)
-            self.attach(source)  # may refuse it (ProtocolError): then the call was never here
+            try:
+                self.attach(source)
+            except MemoryError as exc:  # no room for its ring in shared memory: refused, the others go on
+                raise ProtocolError(f"call {call_id}: {exc}") from None
             self.calls[call_id] = source
             self.started += 1
         self.connected.add(call_id)

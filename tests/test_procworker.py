@@ -166,3 +166,22 @@ def test_a_worker_process_that_cannot_load_its_model_says_why(tmp_path):
         worker.wait_ready()
     worker.stop(1.0)
     assert not worker.is_alive()
+
+
+def test_a_ring_that_finds_shared_memory_full_says_so_and_a_call_is_refused(monkeypatch):
+    import streamer.ringbuffer as ringbuffer
+    from streamer.telephony import CallDesk, ProtocolError
+
+    class Full:
+        f_bavail, f_frsize = 10, 4096
+
+    monkeypatch.setattr(ringbuffer.os, "statvfs", lambda path: Full())
+    ring = AudioRing(80_000)
+    with pytest.raises(MemoryError, match=r"^/dev/shm is full: no room for another 312 kB audio ring$"):
+        ring.share()
+    assert ring.shared_name is None
+
+    desk = CallDesk(FeatureConfig(), lambda source: source.ring.share())  # as ProcessWorker.add does
+    with pytest.raises(ProtocolError, match="call CA1: /dev/shm is full"):
+        desk.open("CA1", "twilio", 8000, [CALLER])
+    assert desk.calls == {} and desk.stats()["calls"] == 0  # never counted as a live call
