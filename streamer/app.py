@@ -57,6 +57,7 @@ class Application:
 
     def __init__(self, args, models, sources, sock: socket.socket, alerts, access, broker) -> None:
         self.args, self.sources, self.sock, self.access = args, sources, sock, access
+        self._local = {source.stream_id for source in sources}  # devices and files (calls come and go)
         self.stopping = asyncio.Event()
         self.hub = Hub(
             hop_s=args.hop, client_queue=args.client_queue, max_streams=args.max_streams, stream_ttl_s=args.stream_ttl
@@ -65,7 +66,7 @@ class Application:
         self.tasks: list[asyncio.Task] = []
         self.publishers = self.mqtt_stats = None
         self.broker = broker
-        if broker is not None and not args.serve:
+        if broker is not None:  # devices, files and calls publish; with --serve it also shows other analyzers'
             from streamer import mqtt
 
             self.publishers = mqtt.Publishers(
@@ -128,6 +129,14 @@ class Application:
         self.hub.publish(message)
         if self.publishers is not None:
             self.publishers.offer(message)
+            stream = message["stream"]
+            if message["type"] == "status" and message["state"] == "finished" and stream not in self._local:
+                self.publishers.end(stream)  # a call's last message (its worker retired it)
+
+    def _from_broker(self, message: dict) -> None:  # with --serve --mqtt: other analyzers' streams
+        stream = message["stream"]
+        if stream not in self._local and stream not in self.desk.calls and stream not in self.publishers:
+            self.hub.publish(message)  # this analyzer's own come back from the broker: shown already
 
     def _attach(self, call) -> None:  # a new call goes to the least busy worker, and stays there
         min(self.supervisor.workers, key=lambda w: len(w.sources)).add(call)
@@ -189,7 +198,7 @@ class Application:
             self.mqtt_stats = stats = mqtt.SubscriberStats()
 
             def subscribe():
-                return mqtt.subscribe(self.broker, args.mqtt_prefix, self.hub.publish, self.stopping, stats)
+                return mqtt.subscribe(self.broker, args.mqtt_prefix, self._from_broker, self.stopping, stats)
 
             self._task(keep_running("the MQTT subscriber", subscribe, self.stopping, self.task_restarts))
         self._task(self._housekeeping())

@@ -175,6 +175,7 @@ class StreamPublisher:
         self.policy = SendingPolicy(stream_id, interval_s, max_alerts, self._spool)
         self._wake = asyncio.Event()
         self._closing = False
+        self.ended = False  # a finished call: its retained status is cleared once the final one is out
 
     def offer(self, message: dict) -> None:
         """Called on the event loop for every message of this stream; never waits."""
@@ -220,6 +221,9 @@ class StreamPublisher:
                 policy.alert_sent()
             if policy.status_due(self._closing):
                 await client.publish(status_topic, policy.status_payload(not self._closing), qos=1, retain=True)
+                if self._closing and self.ended:
+                    # Live dashboards got the final status; the broker need not keep every call ever made.
+                    await client.publish(status_topic, b"", qos=1, retain=True)
             for message in policy.scores_due(time.monotonic()):
                 await client.publish(mqtt_topic(self.prefix, message), dumps(message), qos=0)
             if self._closing:
@@ -236,8 +240,8 @@ class StreamPublisher:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
             task.cancel()
-            if self.policy.alerts:
-                log.warning("stream %s: %d alerts not delivered to MQTT", self.stream_id, len(self.policy.alerts))
+        if self.policy.alerts:
+            log.warning("stream %s: %d alerts not delivered to MQTT", self.stream_id, len(self.policy.alerts))
         if self._spool is not None:
             await asyncio.to_thread(self._spool.close)
 
@@ -245,11 +249,39 @@ class StreamPublisher:
 class Publishers:
     """One :class:`StreamPublisher` per stream, created on first message, each kept running."""
 
+    ENDED_CLOSE_S = 10.0  # a finished call's publisher gets this long to deliver its last alerts
+
     def __init__(self, factory: Callable[[str], StreamPublisher], restarts=None) -> None:
         self._factory = factory
         self._by_stream: dict[str, tuple[StreamPublisher, asyncio.Task]] = {}
+        self._ending: dict[str, asyncio.Task] = {}
+        self._ended_counts = dict.fromkeys(self._COUNTED, 0)  # of publishers already closed
         self._stop = asyncio.Event()
         self._restarts = restarts  # a supervision.TaskRestarts, counted when a publisher dies and restarts
+
+    _COUNTED = ("published", "alerts_dropped", "invalid_dropped")
+
+    def __contains__(self, stream: str) -> bool:
+        return stream in self._by_stream or stream in self._ending
+
+    def end(self, stream: str) -> None:
+        """The stream is over (a finished call): deliver what it queued, clear its retained status,
+        disconnect. Calls come and go; a connection per call ever made would not."""
+        entry = self._by_stream.pop(stream, None)
+        if entry is None:
+            return
+        publisher, task = entry
+        publisher.ended = True
+
+        async def close() -> None:
+            try:
+                await publisher.close(task, self.ENDED_CLOSE_S)
+            finally:
+                for name in self._COUNTED:
+                    self._ended_counts[name] += getattr(publisher.policy, name)
+                self._ending.pop(stream, None)
+
+        self._ending[stream] = asyncio.get_running_loop().create_task(close())
 
     def offer(self, message: dict) -> None:
         stream = message["stream"]
@@ -263,18 +295,19 @@ class Publishers:
 
     def stats(self) -> dict:
         publishers = [p for p, _ in self._by_stream.values()]
+        ended = self._ended_counts
         return {
             "mqtt_connected": sum(p.connected for p in publishers),
             "mqtt_streams": len(publishers),
-            "mqtt_published": sum(p.policy.published for p in publishers),
+            "mqtt_published": ended["published"] + sum(p.policy.published for p in publishers),
             "mqtt_alerts_queued": sum(len(p.policy.alerts) for p in publishers),
-            "mqtt_alerts_dropped": sum(p.policy.alerts_dropped for p in publishers),
-            "mqtt_invalid_dropped": sum(p.policy.invalid_dropped for p in publishers),
+            "mqtt_alerts_dropped": ended["alerts_dropped"] + sum(p.policy.alerts_dropped for p in publishers),
+            "mqtt_invalid_dropped": ended["invalid_dropped"] + sum(p.policy.invalid_dropped for p in publishers),
         }
 
     async def close(self) -> None:
         self._stop.set()
-        await asyncio.gather(*(p.close(t) for p, t in self._by_stream.values()))
+        await asyncio.gather(*(p.close(t) for p, t in self._by_stream.values()), *self._ending.values())
 
 
 class SubscriberStats:
@@ -387,6 +420,8 @@ def _handle(message: aiomqtt.Message, prefix: str, deliver: Callable[[dict], Non
         return
     try:
         payload = message.payload
+        if not payload and kind == "status":  # its retained status cleared (a call ended): nothing to show
+            return
         if not isinstance(payload, bytes | bytearray | str):
             raise ValueError("payload is not text")
         valid = validate_message(payload, stream, channel, kind)

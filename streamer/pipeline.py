@@ -214,7 +214,7 @@ class Source:
 
     stream_id: str
     ring: AudioRing
-    analyzer: StreamAnalyzer
+    analyzer: StreamAnalyzer  # once handed to a worker process, a MirroredAnalysis of it (streamer.procworker)
     transient: bool = False  # leaves its worker once finished (a call), with its state
     # Audio worth gathering before the worker reads it (less when that ends a window): 0 reads
     # whatever came. Calls deliver 20 ms at a time; visiting 300 of them every turn cost a worker

@@ -86,37 +86,24 @@ class MirroredAnalysis:
 
 
 class StepFigures:
-    """A worker process's step counters, as reported; they add up across its replacements."""
+    """A worker process's step counters, as reported; what a dead process counted stays counted."""
 
     def __init__(self) -> None:
         self.max_adaptation = 0.0
+        self.errors = self.windows = 0
         self.latency = LatencyHistogram()
-        self._past = {"errors": 0, "windows": 0}
-        self._now = dict(self._past)
-        self._past_latency: tuple[list[int], float] | None = None
-
-    @property
-    def errors(self) -> int:
-        return self._past["errors"] + self._now["errors"]
-
-    @property
-    def windows(self) -> int:
-        return self._past["windows"] + self._now["windows"]
+        self._past = (0, 0, *self.latency.snapshot())  # errors, windows, latency counts and sum of the dead
 
     def update(self, figures: dict) -> None:
+        errors, windows, counts, total = self._past
+        self.errors, self.windows = errors + figures["errors"], windows + figures["windows"]
+        now_counts, now_total = figures["latency"]
+        self.latency.load([a + b for a, b in zip(counts, now_counts)], total + now_total)
         self.max_adaptation = figures["max_adaptation"]
-        self._now = {"errors": figures["errors"], "windows": figures["windows"]}
-        counts, total = figures["latency"]
-        if self._past_latency is not None:
-            counts = [a + b for a, b in zip(counts, self._past_latency[0])]
-            total += self._past_latency[1]
-        self.latency.load(counts, total)
 
     def carry_over(self) -> None:
-        """The process died: what it counted stays, its successor counts from zero."""
-        self._past = {key: self._past[key] + self._now[key] for key in self._past}
-        self._now = {key: 0 for key in self._past}
-        self._past_latency = self.latency.snapshot()
+        """The process died: its successor counts from zero, on top of what it counted."""
+        self._past = (self.errors, self.windows, *self.latency.snapshot())
 
 
 @dataclass(frozen=True)

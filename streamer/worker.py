@@ -248,11 +248,11 @@ class AnalysisWorker(threading.Thread):
             return 0
 
     def _report(self, retire: bool = True) -> None:
-        """Every source's status; finished calls leave."""
+        """Every source's status; finished calls leave, their final status the last message of theirs."""
         for source in self.sources:
-            self._emit_status(source)
             if retire and source.transient and source.finished:
-                self._retire(source)
+                self._retire(source)  # alerts still raised are cleared first
+            self._emit_status(source)
 
     def _emit_status(self, source: Source) -> None:
         message = analysed_status(source, self.step.max_adaptation)

@@ -334,8 +334,9 @@ class MqttRecorder:
     def _on_message(self, client, userdata, msg) -> None:
         import json
 
+        payload = json.loads(msg.payload) if msg.payload else None  # empty: a retained message cleared
         with self._lock:
-            self.messages.append((msg.topic, json.loads(msg.payload), msg.qos, bool(msg.retain)))
+            self.messages.append((msg.topic, payload, msg.qos, bool(msg.retain)))
 
     def wait_for(self, predicate, timeout: float = 30.0) -> list:
         import time
@@ -349,7 +350,7 @@ class MqttRecorder:
             time.sleep(0.05)
         with self._lock:
             raise AssertionError(
-                f"no matching MQTT message; got {[(t, p.get('state')) for t, p, _, _ in self.messages]}"
+                f"no matching MQTT message; got {[(t, (p or {}).get('state')) for t, p, _, _ in self.messages]}"
             )
 
     def close(self) -> None:

@@ -9,13 +9,14 @@ import asyncio
 import json
 import os
 import re
+import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Analyzer, read_messages, twilio_start_closes
+from conftest import Analyzer, MqttRecorder, read_messages, twilio_start_closes
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -105,6 +106,35 @@ def analysis_processes(pid: int) -> int:
     """Worker processes of the analyzer ``pid`` (Python children running the worker's entry point)."""
     children = [c for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
     return sum(b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes() for c in children)
+
+
+def test_calls_publish_to_mqtt_and_their_publisher_goes_when_they_end(mosquitto, start_analyzer, speech):
+    """``--serve --mqtt``: calls publish scores, alerts and status like device streams; a finished call's
+    connection closes and its retained status is cleared; its messages coming back are not shown twice."""
+    recorder = MqttRecorder(mosquitto.port)
+    try:
+        analyzer = start_analyzer(["--serve", "--mqtt", mosquitto.url, "--alert", "caller:angry>=0.01 for 1s"])
+        call = loadgen.Call(f"CA{uuid.uuid4().hex}", speech)
+        target = analyzer.url.replace("http", "ws") + "/twilio"
+        messages = asyncio.run(call_and_watch(analyzer, "twilio", target, [call], 4.0))
+        topic = f"emotion/{call.call_id}"
+        recorder.wait_for(lambda m: m[0] == f"{topic}/caller/scores")
+        recorder.wait_for(lambda m: m[0] == f"{topic}/caller/alert" and m[1]["state"] == "raised")
+        recorder.wait_for(lambda m: m[0] == f"{topic}/caller/alert" and m[1]["state"] == "cleared")
+        recorder.wait_for(lambda m: m[0] == f"{topic}/status" and m[1] and m[1]["state"] == "finished")
+        recorder.wait_for(lambda m: m[0] == f"{topic}/status" and m[1] is None)  # the retained status cleared
+        late = MqttRecorder(mosquitto.port, topic=f"{topic}/status")
+        try:
+            time.sleep(1.0)
+            assert late.messages == []  # the broker keeps nothing of the ended call
+        finally:
+            late.close()
+        times = [m["t"] for m in of(messages, call.call_id, "scores")]
+        assert times == [2.0, 2.5, 3.0, 3.5, 4.0]  # each once: the broker's copies are not shown again
+        status = json.loads(urllib.request.urlopen(analyzer.url + "/api/status", timeout=10).read())["hub"]
+        assert status["mqtt_streams"] == 0 and status["mqtt_published"] > 0 and status["mqtt_invalid"] == 0
+    finally:
+        recorder.close()
 
 
 def test_twilio_dtmf_and_marks_are_ignored_and_lost_media_is_counted(analyzer, speech):
