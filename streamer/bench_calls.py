@@ -38,23 +38,23 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks of 10 ms
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the analyzer and its worker processes)."""
     pids = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
         children = (task / "children").read_text().split()
-        pids += [p for child in children for p in _tree(int(child))]
+        pids += [p for child in children for p in process_tree(int(child))]
     return pids
 
 
 def _tree_cpu_s(pid: int) -> float:
-    return sum(_cpu_s(p) for p in _tree(pid))
+    return sum(_cpu_s(p) for p in process_tree(pid))
 
 
 def _tree_memory_mb(pid: int) -> tuple[float, float]:
     """(RSS summed over the tree, which counts shared pages once per process; PSS summed, which does not)."""
     rss = pss = 0.0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
             if line.startswith("Rss:"):
                 rss += int(line.split()[1]) / 1024

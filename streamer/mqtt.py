@@ -250,6 +250,7 @@ class Publishers:
     """One :class:`StreamPublisher` per stream, created on first message, each kept running."""
 
     ENDED_CLOSE_S = 10.0  # a finished call's publisher gets this long to deliver its last alerts
+    _COUNTED = ("published", "alerts_dropped", "invalid_dropped")  # policy counters that stats() sums
 
     def __init__(self, factory: Callable[[str], StreamPublisher], restarts=None) -> None:
         self._factory = factory
@@ -258,8 +259,6 @@ class Publishers:
         self._ended_counts = dict.fromkeys(self._COUNTED, 0)  # of publishers already closed
         self._stop = asyncio.Event()
         self._restarts = restarts  # a supervision.TaskRestarts, counted when a publisher dies and restarts
-
-    _COUNTED = ("published", "alerts_dropped", "invalid_dropped")
 
     def __contains__(self, stream: str) -> bool:
         return stream in self._by_stream or stream in self._ending
@@ -295,14 +294,14 @@ class Publishers:
 
     def stats(self) -> dict:
         publishers = [p for p, _ in self._by_stream.values()]
-        ended = self._ended_counts
         return {
             "mqtt_connected": sum(p.connected for p in publishers),
             "mqtt_streams": len(publishers),
-            "mqtt_published": ended["published"] + sum(p.policy.published for p in publishers),
             "mqtt_alerts_queued": sum(len(p.policy.alerts) for p in publishers),
-            "mqtt_alerts_dropped": ended["alerts_dropped"] + sum(p.policy.alerts_dropped for p in publishers),
-            "mqtt_invalid_dropped": ended["invalid_dropped"] + sum(p.policy.invalid_dropped for p in publishers),
+            **{
+                f"mqtt_{name}": self._ended_counts[name] + sum(getattr(p.policy, name) for p in publishers)
+                for name in self._COUNTED
+            },
         }
 
     async def close(self) -> None:

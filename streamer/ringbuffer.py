@@ -58,11 +58,14 @@ class AudioRing:
             raise ValueError("capacity and channels must be positive")
         self.capacity = capacity
         self.channels = channels
-        self._data = np.zeros((capacity, channels), np.float32)
-        self._counters = np.zeros(5, np.int64)
-        self._count = memoryview(self._counters)  # item access: a third of numpy's cost, per media message
+        self._hold(np.zeros(5, np.int64), np.zeros((capacity, channels), np.float32))
         self._shm: shared_memory.SharedMemory | None = None
         self._owner = False
+
+    def _hold(self, counters: np.ndarray, data: np.ndarray) -> None:
+        """Keep the counters and samples in these arrays (private, or views of a shared block)."""
+        self._count = memoryview(counters)  # item access: a third of numpy's cost, per media message
+        self._data = data
 
     @property
     def ended(self) -> bool:
@@ -83,17 +86,17 @@ class AudioRing:
         it would kill the process instead.
         """
         if self._shm is None:
-            size = self._counters.nbytes + self._data.nbytes
+            size = self._count.nbytes + self._data.nbytes
             if os.path.isdir(SHM_DIR):
                 free = os.statvfs(SHM_DIR)
                 if free.f_bavail * free.f_frsize < size:
                     raise MemoryError(f"{SHM_DIR} is full: no room for another {size // 1024} kB audio ring")
             shm = shared_memory.SharedMemory(create=True, size=size)
             counters, data = self._views(shm, self.capacity, self.channels)
-            counters[:] = self._counters
+            counters[:] = self._count
             data[:] = self._data
-            self._shm, self._owner, self._counters, self._data = shm, True, counters, data
-            self._count = memoryview(counters)
+            self._hold(counters, data)
+            self._shm, self._owner = shm, True
         return self._shm.name
 
     @classmethod
@@ -102,8 +105,7 @@ class AudioRing:
         ring = cls.__new__(cls)
         ring.capacity, ring.channels = capacity, channels
         ring._shm, ring._owner = shared_memory.SharedMemory(name=name), False
-        ring._counters, ring._data = cls._views(ring._shm, capacity, channels)
-        ring._count = memoryview(ring._counters)
+        ring._hold(*cls._views(ring._shm, capacity, channels))
         return ring
 
     @staticmethod
@@ -120,8 +122,7 @@ class AudioRing:
         if self._shm is None:
             return
         shm, self._shm = self._shm, None
-        self._counters, self._data = self._counters.copy(), self._data.copy()
-        self._count = memoryview(self._counters)
+        self._hold(np.array(self._count), self._data.copy())
         with contextlib.suppress(BufferError):  # a view still held (another thread): unmapped when it goes
             shm.close()
         if self._owner:

@@ -315,6 +315,34 @@ def mosquitto(tmp_path):
     broker.stop()
 
 
+class MessageCollector:
+    """An ``emit`` callback that keeps every message (from any thread) for a test to look at."""
+
+    def __init__(self):
+        import threading
+
+        self.messages: list[dict] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message: dict) -> None:
+        with self.lock:
+            self.messages.append(message)
+
+    def of(self, kind: str, stream: str | None = None) -> list[dict]:
+        with self.lock:
+            return [m for m in self.messages if m["type"] == kind and stream in (None, m.get("stream"))]
+
+
+def wait_until(predicate, timeout: float) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 class MqttRecorder:
     """Subscribes to a topic filter and records (topic, payload, qos, retain)."""
 

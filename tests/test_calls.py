@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamer import loadgen
 from streamer.audio import load_audio
+from streamer.bench_calls import process_tree
 
 TOKEN = "calls-test-token-0123456789"
 
@@ -104,8 +105,7 @@ def test_calls_are_analysed_by_worker_threads_too(start_analyzer, speech):
 
 def analysis_processes(pid: int) -> int:
     """Worker processes of the analyzer ``pid`` (Python children running the worker's entry point)."""
-    children = [c for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
-    return sum(b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes() for c in children)
+    return sum(b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes() for p in process_tree(pid)[1:])
 
 
 def test_calls_publish_to_mqtt_and_their_publisher_goes_when_they_end(mosquitto, start_analyzer, speech):

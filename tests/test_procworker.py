@@ -6,12 +6,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MessageCollector, wait_until
 
 from streamer.alerts import AlertEngine, parse_rule
 from streamer.features import FeatureConfig
@@ -56,34 +55,13 @@ def test_a_shared_ring_is_read_in_another_process_and_freed_by_its_owner():
     assert ring.written == 55
 
 
-class Collector:
-    def __init__(self):
-        self.messages: list[dict] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, message: dict) -> None:
-        with self.lock:
-            self.messages.append(message)
-
-    def of(self, kind: str, stream: str) -> list[dict]:
-        with self.lock:
-            return [m for m in self.messages if m["type"] == kind and m.get("stream") == stream]
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def to_8k(audio: np.ndarray) -> np.ndarray:
     return audio[::2].copy()  # the test clip at 16 kHz, as a phone line's 8 kHz
 
 
 @pytest.fixture
 def process_worker():
-    out = Collector()
+    out = MessageCollector()
     alerts = AlertEngine([parse_rule("caller:angry>=0.01 for 1s")])
     options = WorkerOptions(DEFAULT_MODEL_DIR, KW, alerts, status_every_s=0.2, log_level="warning")
     worker = ProcessWorker(options, out)
@@ -102,19 +80,19 @@ def test_a_worker_process_scores_a_call_mirrors_its_status_and_retires_it(proces
     audio = to_8k(speech_audio)
     for k in range(0, len(audio), 160):  # 20 ms media, as the loop writes them
         call.push(0, audio[k : k + 160])
-    wait_for(lambda: len(out.of("scores", "call-1")) >= 4)
+    wait_until(lambda: len(out.of("scores", "call-1")) >= 4, 30.0)
     scores = out.of("scores", "call-1")
     assert [m["channel"] for m in scores] == [CALLER] * len(scores)
     assert np.all(np.diff([m["t"] for m in scores]) > 0) and any(m["probs"] for m in scores)
-    wait_for(lambda: any(m["windows"] >= 4 for m in out.of("status", "call-1")))
+    wait_until(lambda: any(m["windows"] >= 4 for m in out.of("status", "call-1")), 30.0)
     status = out.of("status", "call-1")[-1]
     assert status["agent"] == "ana" and status["state"] == "running" and status["errors"] == 0
     assert call.analyzer.windows_done == status["windows"]  # mirrored from the worker process
     raised = [m for m in out.of("alert", "call-1") if m["state"] == "raised"]
     assert raised  # the alert state lives in the worker process
     call.end()
-    wait_for(lambda: any(m["state"] == "finished" for m in out.of("status", "call-1")))
-    wait_for(lambda: worker.sources == [])
+    wait_until(lambda: any(m["state"] == "finished" for m in out.of("status", "call-1")), 30.0)
+    wait_until(lambda: worker.sources == [], 30.0)
     assert [m["state"] for m in out.of("alert", "call-1")][-1] == "cleared"  # forgotten with the call
     last_t = out.of("scores", "call-1")[-1]["t"]
     assert abs(last_t - len(audio) / 8000) < 0.01  # the last partial window: time ends with the audio
@@ -127,7 +105,7 @@ def test_a_killed_worker_process_is_replaced_and_its_calls_go_on(process_worker,
     worker.add(call)
     audio = to_8k(speech_audio)
     call.push(0, audio[: 8000 * 3])
-    wait_for(lambda: len(out.of("scores", "call-2")) >= 2)
+    wait_until(lambda: len(out.of("scores", "call-2")) >= 2, 30.0)
     windows_before = worker.step.windows
     now = [100.0]
 
@@ -140,7 +118,7 @@ def test_a_killed_worker_process_is_replaced_and_its_calls_go_on(process_worker,
 
     supervisor = WorkerSupervisor([worker], clock=lambda: now[0], backoff=NoDelay)
     os.kill(worker._process.pid, signal.SIGKILL)
-    wait_for(lambda: not worker.is_alive())
+    wait_until(lambda: not worker.is_alive(), 30.0)
     supervisor.check()
     replacement = supervisor.workers[0]
     try:
@@ -150,10 +128,10 @@ def test_a_killed_worker_process_is_replaced_and_its_calls_go_on(process_worker,
         seen = len(out.of("scores", "call-2"))
         t_before = out.of("scores", "call-2")[-1]["t"]
         call.push(0, np.tile(audio, 2)[: 8000 * 3])
-        wait_for(lambda: len(out.of("scores", "call-2")) >= seen + 3)
+        wait_until(lambda: len(out.of("scores", "call-2")) >= seen + 3, 30.0)
         after = [m["t"] for m in out.of("scores", "call-2")[seen:]]
         assert min(after) > t_before  # stream time goes on: the new process starts where the ring is
-        wait_for(lambda: replacement.step.windows > windows_before)  # counts add up across processes
+        wait_until(lambda: replacement.step.windows > windows_before, 30.0)  # counts add up across processes
     finally:
         replacement.stop(3.0)
 

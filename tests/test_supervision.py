@@ -4,11 +4,11 @@ stream's status) and scoring goes on; a thread or task that dies anyway is repla
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import numpy as np
 import pytest
+from conftest import MessageCollector, wait_until
 
 from streamer.features import FeatureConfig
 from streamer.messages import status_message
@@ -59,30 +59,9 @@ def speech(seconds: float) -> np.ndarray:
     return (0.3 * np.sin(np.arange(int(seconds * 16000)) / 5)).astype(np.float32)
 
 
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
-class Collector:
-    def __init__(self):
-        self.messages: list[dict] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, message: dict) -> None:
-        with self.lock:
-            self.messages.append(message)
-
-    def of(self, kind: str) -> list[dict]:
-        with self.lock:
-            return [m for m in self.messages if m["type"] == kind]
-
-
 def test_a_failing_batch_costs_its_windows_and_scoring_goes_on():
     model = FlakyModel(fail_on={2})
-    out = Collector()
+    out = MessageCollector()
     worker = AnalysisWorker(model, out, poll_s=0.01, status_every_s=0.05, vad=LOUD)
     source = LiveSource("call")
     worker.add(source)
@@ -91,8 +70,8 @@ def test_a_failing_batch_costs_its_windows_and_scoring_goes_on():
         for _ in range(16):  # half a second at a time, as a device delivers
             source.ring.write(speech(0.5))
             time.sleep(0.05)
-        wait_for(lambda: len(out.of("scores")) >= 12)
-        wait_for(lambda: out.of("status")[-1]["errors"] == 1)
+        wait_until(lambda: len(out.of("scores")) >= 12, 10.0)
+        wait_until(lambda: out.of("status")[-1]["errors"] == 1, 10.0)
     finally:
         worker.stop()
     assert worker.is_alive() is False and model.calls >= 13
@@ -114,7 +93,7 @@ def test_a_vad_failure_is_contained_too():
             super().score(trackers)
 
     model = FlakyModel()
-    out = Collector()
+    out = MessageCollector()
     worker = AnalysisWorker(model, out, vad=BrokenOnce(lambda c: 1.0))
     source = LiveSource("call")
     source.ring.write(speech(2.0))
@@ -129,7 +108,7 @@ def test_a_vad_failure_is_contained_too():
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_dead_worker_thread_is_replaced_and_takes_over_its_streams():
     model = FlakyModel(fail_on={1}, error=Fatal())
-    out = Collector()
+    out = MessageCollector()
     worker = AnalysisWorker(model, out, poll_s=0.01, vad=LOUD)
     source = LiveSource("call")
     worker.add(source)
@@ -158,7 +137,7 @@ def test_a_dead_worker_thread_is_replaced_and_takes_over_its_streams():
     assert replacement.sources == [source] and replacement.step is worker.step
     try:
         source.ring.write(speech(1.0))
-        wait_for(lambda: len(out.of("scores")) >= 2)
+        wait_until(lambda: len(out.of("scores")) >= 2, 10.0)
     finally:
         replacement.stop()
     supervisor.check()  # a stopped worker is not restarted
