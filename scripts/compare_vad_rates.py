@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.audio import load_audio
-from streamer.features import window_starts
-from streamer.vad import CHUNK, VAD_RATE, SileroVAD, SpeechTracker
+from streamer.analysis.decode import load_audio
+from streamer.analysis.vad import CHUNK, VAD_RATE, SileroVAD, SpeechTracker
+from streamer.core.features import window_starts
 
 WINDOW, HOP = 2 * VAD_RATE, VAD_RATE // 2
 

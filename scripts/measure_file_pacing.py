@@ -23,8 +23,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamer.app import DASHBOARD_LINE  # noqa: E402
-from streamer.bench import _speech_like  # noqa: E402
+from streamer.app.application import DASHBOARD_LINE  # noqa: E402
+from tools.bench import _speech_like  # noqa: E402
 
 
 def main() -> int:

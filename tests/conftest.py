@@ -29,14 +29,14 @@ def speech_file(data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def speech_audio(speech_file: Path) -> np.ndarray:
-    from streamer.audio import load_audio
+    from streamer.analysis.decode import load_audio
 
     return load_audio(speech_file, 16000)
 
 
 @pytest.fixture(scope="session")
 def model():
-    from streamer.runtime import EmotionModel
+    from streamer.analysis.model import EmotionModel
 
     return EmotionModel()
 
@@ -44,7 +44,7 @@ def model():
 @pytest.fixture(scope="session", autouse=True)
 def warm_librosa() -> None:
     """librosa compiles numba code on first use; pay it once per session."""
-    from streamer.features import FeatureConfig, frame_features
+    from streamer.core.features import FeatureConfig, frame_features
 
     frame_features(np.zeros(16000, np.float32), FeatureConfig())
 
@@ -132,7 +132,7 @@ class Analyzer:
     def _listening(self) -> tuple[str, int]:
         import time
 
-        from streamer.app import DASHBOARD_LINE
+        from streamer.app.application import DASHBOARD_LINE
 
         deadline = time.monotonic() + 60
         while self._address is None:
@@ -238,7 +238,7 @@ def twilio_start_closes(url: str, token: str | None, **connect_kw) -> int | None
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
-    from streamer.loadgen import Call, TwilioCall
+    from tools.loadgen import Call, TwilioCall
 
     frames = TwilioCall(Call(f"CA{uuid.uuid4().hex}", np.zeros(160, np.float32)), ["AAAA"], None, 0, token=token)
     with connect(url, open_timeout=5, **connect_kw) as ws:

@@ -13,9 +13,11 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from streamer.access import AccessConfig, mqtt_plaintext_warning, resolve_access
-from streamer.hub import Hub
-from streamer.server import create_app
+from streamer.app.access import resolve_access
+from streamer.core.access import AccessConfig
+from streamer.outputs.http import create_app
+from streamer.outputs.hub import Hub
+from streamer.outputs.mqtt.broker import mqtt_plaintext_warning
 from tests.conftest import ROOT, twilio_start_closes
 
 TOKEN = "s3cret-token-for-the-tests-0123"
@@ -24,7 +26,7 @@ RESULT = {"duration_s": 0.0, "overall": None, "top": None, "adapted": None, "win
 
 def app_with(access: AccessConfig | None = None, **kwargs):
     hub = Hub()
-    hub.publish({"type": "status", "stream": "desk-1", "state": "running", "source": "x"})
+    hub.offer({"type": "status", "stream": "desk-1", "state": "running", "source": "x"})
     return create_app(hub, access=access, metrics=lambda: (b"emotion_up 1\n", "text/plain"), **kwargs)
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from streamer.adaptation import AdaptationConfig, SpeakerAdapter, blend_stats, speaker_stats
-from streamer.features import FeatureConfig, FeatureStats, level_normalize, normalize_windows
+from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, blend_stats, speaker_stats
+from streamer.core.features import FeatureConfig, FeatureStats, level_normalize, normalize_windows
 
 CONFIG = FeatureConfig()
 FRAMES, MELS = CONFIG.window_frames, CONFIG.n_mels

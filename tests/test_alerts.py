@@ -2,10 +2,10 @@
 
 import pytest
 
-from streamer.alerts import AlertEngine, RuleError, load_rules, parse_rule
-from streamer.labels import EMOTIONS
-from streamer.messages import mqtt_topic, validate_message
-from streamer.mqtt import parse_broker_url
+from streamer.core.alerts import AlertEngine, RuleError, load_rules, parse_rule
+from streamer.core.labels import EMOTIONS
+from streamer.core.messages import mqtt_topic, validate_message
+from streamer.outputs.mqtt.broker import parse_broker_url
 
 
 def rolling(**scores) -> dict:

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.analyze import analyze_audio
-from streamer.features import frame_features
-from streamer.labels import EMOTIONS
+from streamer.analysis.files import analyze_audio
+from streamer.core.features import frame_features
+from streamer.core.labels import EMOTIONS
 from tests.conftest import ROOT, write_audio
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamer.analyze", *args],
+        [sys.executable, "-m", "streamer.analysis.files", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -151,7 +151,7 @@ def result_probs(result: dict) -> np.ndarray:
 
 def test_file_is_scored_with_its_own_speech_statistics(model, speech_audio, monkeypatch):
     """With adaptation on, every window uses stats_for_whole of all the file's speech windows."""
-    from streamer.adaptation import AdaptationConfig
+    from streamer.core.adaptation import AdaptationConfig
 
     monkeypatch.setattr(model, "adaptation", AdaptationConfig(max_weight=0.5))
     result = analyze_audio(speech_audio, model)
@@ -163,7 +163,7 @@ def test_file_is_scored_with_its_own_speech_statistics(model, speech_audio, monk
     np.testing.assert_allclose(result_probs(result), expected, atol=2e-3)
     assert not np.allclose(expected, model.predict(windows), atol=1e-3)  # adaptation changed the scores
     # Uploads give the live worker the stats with their windows: the same result.
-    from streamer.worker import AnalysisWorker
+    from streamer.workers.thread import AnalysisWorker
 
     worker = AnalysisWorker(model, lambda m: None)
     worker.start()
@@ -174,7 +174,7 @@ def test_file_is_scored_with_its_own_speech_statistics(model, speech_audio, monk
 
 
 def test_without_adaptation_files_use_the_population_statistics(model, speech_audio, monkeypatch):
-    from streamer.adaptation import AdaptationConfig
+    from streamer.core.adaptation import AdaptationConfig
 
     monkeypatch.setattr(model, "adaptation", AdaptationConfig(max_weight=0.0))
     seen = []

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from streamer.audio import AudioError, load_audio, normalize_level, rms_dbfs, trim_silence
+from streamer.analysis.decode import AudioError, load_audio
+from streamer.training.cleaning import normalize_level, rms_dbfs, trim_silence
 from tests.conftest import write_audio
 
 

@@ -27,7 +27,7 @@ def test_benchmark_runs_and_writes_its_json(tmp_path):
         [
             sys.executable,
             "-m",
-            "streamer.bench",
+            "tools.bench",
             "--quick",
             "--max-streams",
             "100",
@@ -65,7 +65,7 @@ def test_the_telephony_capacity_run_works_end_to_end(tmp_path):
     out = tmp_path / "calls.json"
     args = ["calls", "--calls", "4", "--seconds", "5", "--ramp", "1", "--loop-seconds", "3", "--json", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "streamer.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tools.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from streamer.labels import EMOTIONS
+from streamer.core.labels import EMOTIONS
 from tests.conftest import write_audio
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "emotion-test-artifacts"))
@@ -181,9 +181,9 @@ class Feed:
     def __init__(self, hub, loop, calls: int = 300) -> None:
         import threading
 
-        from streamer.hub import LoopBridge
+        from streamer.outputs.bridge import LoopBridge
 
-        self.bridge = LoopBridge(loop, hub.publish)
+        self.bridge = LoopBridge(loop, hub.offer)
         self.calls = [f"call{i:04d}" for i in range(calls)]
         self.t = 0.0
         self.alerting: set[str] = set()
@@ -198,7 +198,7 @@ class Feed:
         )  # fmt: skip
 
     def tick(self) -> None:
-        from streamer.messages import scores_message, status_message
+        from streamer.core.messages import scores_message, status_message
 
         self.t += 0.5
         rng = np.random.default_rng(int(self.t * 2))
@@ -219,8 +219,8 @@ class Feed:
 def test_floor_view_keeps_up_with_300_calls_and_puts_alerts_first(page, serve_app):
     import asyncio
 
-    from streamer.hub import Hub
-    from streamer.server import create_app
+    from streamer.outputs.http import create_app
+    from streamer.outputs.hub import Hub
 
     hub = Hub()
     app = create_app(hub)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streamer.calibration import apply_temperature, expected_calibration_error, fit_temperature, nll
+from streamer.core.calibration import apply_temperature, expected_calibration_error, fit_temperature, nll
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -20,9 +20,9 @@ from conftest import Analyzer, MqttRecorder, read_messages, twilio_start_closes
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamer import loadgen
-from streamer.audio import load_audio
-from streamer.bench_calls import process_tree
+from streamer.analysis.decode import load_audio
+from tools import loadgen
+from tools.bench_calls import process_tree
 
 TOKEN = "calls-test-token-0123456789"
 

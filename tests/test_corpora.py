@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.labels import EMOTIONS
+from streamer.core.labels import EMOTIONS
 from streamer.training.corpora import find_clips, parse_ravdess_name, parse_tess_path
 
 
@@ -59,7 +59,8 @@ def test_odd_real_files_load_cleanly(data_dir):
     """Stereo RAVDESS files and off-rate TESS files come out as 16 kHz mono."""
     import soundfile as sf
 
-    from streamer.audio import clean_clip, load_audio
+    from streamer.analysis.decode import load_audio
+    from streamer.training.cleaning import clean_clip
 
     stereo = data_dir / "ravdess" / "Actor_01" / "03-01-02-01-01-02-01.flac"
     assert sf.info(stereo).channels == 2

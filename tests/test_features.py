@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streamer.features import (
+from streamer.core.features import (
     FeatureConfig,
     FeatureStats,
     frame_count,
@@ -119,7 +119,7 @@ def test_stft_is_librosas(speech_audio):
     """The scipy STFT inside frame_features equals librosa.stft(center=False, window='hann')."""
     import librosa
 
-    from streamer.features import mel_basis
+    from streamer.core.features import mel_basis
 
     audio = speech_audio[:20000]
     spec = librosa.stft(audio, n_fft=CONFIG.n_fft, hop_length=CONFIG.hop_length, center=False, window="hann")
@@ -131,7 +131,7 @@ def test_saved_mel_basis_is_librosas():
     """The filterbank shipped with the model (used without librosa) is librosa's for this config."""
     import librosa
 
-    from streamer.runtime import DEFAULT_MODEL_DIR, MEL_BASIS_NAME
+    from streamer.analysis.model import DEFAULT_MODEL_DIR, MEL_BASIS_NAME
 
     shipped = np.load(DEFAULT_MODEL_DIR / MEL_BASIS_NAME)
     expected = librosa.filters.mel(sr=16000, n_fft=1024, n_mels=64, fmin=300.0, fmax=3400.0)

@@ -16,10 +16,10 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.alerts import AlertRule, RuleError, load_rules, parse_rule
-from streamer.audio import AudioError, load_audio
-from streamer.labels import EMOTIONS
-from streamer.messages import scores_message, status_message, validate_message
+from streamer.analysis.decode import AudioError, load_audio
+from streamer.core.alerts import AlertRule, RuleError, load_rules, parse_rule
+from streamer.core.labels import EMOTIONS
+from streamer.core.messages import scores_message, status_message, validate_message
 
 BOUNDED = settings(
     max_examples=300,
@@ -205,14 +205,13 @@ def test_decoder_on_implausible_wav_fields(rate, channels, bits):
 
 
 def _desk():
-    from streamer.features import FeatureConfig
-    from streamer.telephony import CallDesk
+    from streamer.calls.desk import CallDesk
 
-    return CallDesk(FeatureConfig(), lambda source: None, analyze_agent=True)
+    return CallDesk(lambda source: None, analyze_agent=True)
 
 
 def _twilio_script() -> list[str]:
-    from streamer.loadgen import Call, TwilioCall, twilio_payloads
+    from tools.loadgen import Call, TwilioCall, twilio_payloads
 
     audio = (0.3 * np.sin(np.arange(1600) / 5)).astype(np.float32)
     frames = TwilioCall(Call("CA1", audio, audio), twilio_payloads(audio), twilio_payloads(audio), 0, token="t")
@@ -239,7 +238,8 @@ def _mutate_json(text: str, data) -> str:
 @BOUNDED
 @given(st.data())
 def test_twilio_session_ends_every_message_in_a_result_or_a_protocol_error(data):
-    from streamer.telephony import ProtocolError, TwilioSession
+    from streamer.calls.sessions.base import ProtocolError
+    from streamer.calls.sessions.twilio import TwilioSession
 
     script = _twilio_script()
     position = data.draw(st.integers(0, len(script) - 1))
@@ -262,9 +262,10 @@ def test_twilio_session_ends_every_message_in_a_result_or_a_protocol_error(data)
 @BOUNDED
 @given(meta=json_values, frames=st.lists(st.binary(max_size=64), max_size=5), query=st.text(max_size=30))
 def test_fork_session_ends_any_input_in_a_result_or_a_protocol_error(meta, frames, query):
-    from streamer.telephony import ForkSession, ProtocolError
+    from streamer.calls.sessions.base import ProtocolError
+    from streamer.calls.sessions.fork import ForkSession
 
-    session = ForkSession(_desk(), query)
+    session = ForkSession(_desk(), query=query)
     with time_limit(5):
         try:
             session.receive_text(json.dumps(meta))
@@ -279,8 +280,9 @@ def test_fork_session_ends_any_input_in_a_result_or_a_protocol_error(meta, frame
 def test_audiosocket_session_ends_any_byte_stream_in_a_result_or_a_protocol_error(data):
     import uuid
 
-    from streamer.loadgen import audiosocket_frame
-    from streamer.telephony import AudioSocketSession, ProtocolError
+    from streamer.calls.sessions.audiosocket import AudioSocketSession
+    from streamer.calls.sessions.base import ProtocolError
+    from tools.loadgen import audiosocket_frame
 
     valid = audiosocket_frame(0x01, uuid.UUID(int=7).bytes) + audiosocket_frame(0x10, b"\x01\x00" * 160)
     stream = bytearray(valid + audiosocket_frame(0x00))
@@ -293,6 +295,6 @@ def test_audiosocket_session_ends_any_byte_stream_in_a_result_or_a_protocol_erro
     with time_limit(5):
         try:
             for i in range(0, len(stream), cut):
-                session.feed(bytes(stream[i : i + cut]))
+                session.receive(bytes(stream[i : i + cut]))
         except ProtocolError as exc:
             assert str(exc).startswith(("audiosocket", "call ")) and "\n" not in str(exc)

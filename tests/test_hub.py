@@ -3,8 +3,8 @@
 import asyncio
 import json
 
-from streamer.hub import ClientQueue, Hub
-from streamer.messages import scores_message, status_message
+from streamer.core.messages import scores_message, status_message
+from streamer.outputs.hub import ClientQueue, Hub
 
 
 def scores(t: float, stream: str = "s") -> dict:
@@ -23,7 +23,7 @@ def test_client_queue_drops_oldest_and_counts():
 
 
 def test_frames_are_json_arrays_of_bounded_size():
-    from streamer.hub import FRAME_MESSAGES, frames
+    from streamer.outputs.hub import FRAME_MESSAGES, frames
 
     texts = [json.dumps(scores(i / 2)) for i in range(FRAME_MESSAGES + 3)]
     out = [json.loads(f) for f in frames(texts)]
@@ -34,9 +34,9 @@ def test_frames_are_json_arrays_of_bounded_size():
 
 def test_history_is_bounded_and_sent_first():
     hub = Hub(history_s=2.0, hop_s=0.5)  # 4 windows per channel
-    hub.publish(status_message("s", "dev", "running", 0, 0))
+    hub.offer(status_message("s", "dev", "running", 0, 0))
     for i in range(10):
-        hub.publish(scores(i / 2))
+        hub.offer(scores(i / 2))
     snap = [json.loads(s) for s in hub.snapshot()]
     assert snap[0]["type"] == "status"
     assert [m["t"] for m in snap[1:]] == [3.0, 3.5, 4.0, 4.5]
@@ -65,7 +65,7 @@ def test_stalled_client_does_not_delay_others():
         ]
         await asyncio.sleep(0)
         for i in range(1000):
-            hub.publish(scores(i / 2))
+            hub.offer(scores(i / 2))
             if i % 50 == 0:
                 await asyncio.sleep(0)
         await asyncio.sleep(0.05)
@@ -73,7 +73,7 @@ def test_stalled_client_does_not_delay_others():
         assert [m["t"] for m in fast_got] == [i / 2 for i in range(1000)]  # every message, in order
         stats = hub.stats()
         assert stats["clients"] == 2 and stats["dropped"] >= 1000 - 50 - 1
-        hub.close()
+        hub.end_serving()
         await asyncio.wait_for(asyncio.gather(*clients), 1.0)
         assert hub.stats()["clients"] == 0
 
@@ -83,7 +83,7 @@ def test_stalled_client_does_not_delay_others():
 def test_loop_bridge_is_bounded_and_ordered():
     import threading
 
-    from streamer.hub import LoopBridge
+    from streamer.outputs.bridge import LoopBridge
 
     async def main():
         got = []
@@ -103,9 +103,9 @@ def test_loop_bridge_is_bounded_and_ordered():
 
 def test_messages_with_nan_are_dropped_and_counted_not_sent():
     hub = Hub()
-    hub.publish(status_message("s", "dev", "running", 0, 0, lost_s=float("nan")))
-    hub.publish(scores(0.5) | {"latency_ms": float("inf")})
-    hub.publish(status_message("s", "dev", "running", 0, 1))
+    hub.offer(status_message("s", "dev", "running", 0, 0, lost_s=float("nan")))
+    hub.offer(scores(0.5) | {"latency_ms": float("inf")})
+    hub.offer(status_message("s", "dev", "running", 0, 1))
     assert hub.stats()["invalid"] == 2 and hub.published == 1
     assert [json.loads(s)["windows"] for s in hub.snapshot()] == [1]
 
@@ -114,12 +114,12 @@ def test_streams_are_bounded_and_ended_ones_expire():
     now = [0.0]
     hub = Hub(max_streams=2, stream_ttl_s=600, clock=lambda: now[0])
     for stream in ("a", "b"):
-        hub.publish(status_message(stream, "mqtt", "running", 0, 0))
-        hub.publish(scores(1.0, stream))
-    hub.publish(status_message("forged-1", "mqtt", "running", 0, 0))
-    hub.publish(scores(1.0, "forged-2"))
+        hub.offer(status_message(stream, "mqtt", "running", 0, 0))
+        hub.offer(scores(1.0, stream))
+    hub.offer(status_message("forged-1", "mqtt", "running", 0, 0))
+    hub.offer(scores(1.0, "forged-2"))
     assert hub.stats()["streams"] == ["a", "b"] and hub.stats()["streams_refused"] == 2
-    hub.publish(status_message("a", "mqtt", "offline", 0, 0))  # a's analyzer died
+    hub.offer(status_message("a", "mqtt", "offline", 0, 0))  # a's analyzer died
     now[0] = 599.0
     assert hub.expire() == []
     now[0] = 600.0
@@ -128,7 +128,7 @@ def test_streams_are_bounded_and_ended_ones_expire():
     assert all(json.loads(text)["stream"] == "b" for text in hub.snapshot())
     now[0] = 10_000.0
     assert hub.expire() == []  # b is still running, however old
-    hub.publish(status_message("c", "mqtt", "running", 0, 0))  # room again
+    hub.offer(status_message("c", "mqtt", "running", 0, 0))  # room again
     assert hub.stats()["streams"] == ["b", "c"]
 
 

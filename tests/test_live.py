@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from streamer.labels import EMOTIONS
+from streamer.core.labels import EMOTIONS
 from tests.conftest import ROOT, read_messages, write_audio
 
 
@@ -51,8 +51,8 @@ def test_softphone_loopback_device_end_to_end(pulse_env, start_analyzer, speech_
     assert statuses and statuses[-1]["source"] == "softphone.monitor" and statuses[-1]["state"] == "running"
 
     # What came through the loopback is what was played: the live scores match the file analyzer's.
-    from streamer.analyze import analyze_file
-    from streamer.runtime import EmotionModel
+    from streamer.analysis.files import analyze_file
+    from streamer.analysis.model import EmotionModel
 
     expected = analyze_file(str(speech_file), EmotionModel())["top"]
     assert speech[-1]["top"] == expected

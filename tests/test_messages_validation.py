@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from streamer.messages import MAX_PAYLOAD_BYTES, validate_message
+from streamer.core.messages import MAX_PAYLOAD_BYTES, validate_message
 
 
 def scores(**over) -> dict:
@@ -107,8 +107,8 @@ def test_what_we_build_is_what_we_accept():
     """The builders and the validator share one schema: every built message validates, field for field."""
     import numpy as np
 
-    from streamer.alerts import AlertEngine, parse_rule
-    from streamer.messages import SCHEMA, scores_message, status_message
+    from streamer.core.alerts import AlertEngine, parse_rule
+    from streamer.core.messages import SCHEMA, scores_message, status_message
 
     built_scores = scores_message("desk-17", "caller", 2.5, np.full(8, 0.125), np.full(8, 0.125), 3.2, adapted=0.1)
     silence = scores_message("desk-17", "caller", 3.0, None, None, 1.0)

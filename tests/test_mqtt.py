@@ -191,7 +191,8 @@ def test_two_dashboards_on_one_broker_do_not_evict_each_other(mosquitto):
 
     import paho.mqtt.client as paho
 
-    from streamer.mqtt import parse_broker_url, subscribe
+    from streamer.outputs.mqtt.broker import parse_broker_url
+    from streamer.outputs.mqtt.subscriber import subscribe
 
     async def main():
         stop = asyncio.Event()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from streamer.mqtt_policy import AlertSpool, SendingPolicy
+from streamer.outputs.mqtt.policy import SendingPolicy
+from streamer.outputs.mqtt.spool import AlertSpool
 
 
 def scores(channel="caller", t=1.0, **over):
@@ -115,7 +116,7 @@ def test_the_spool_is_compacted_and_keeps_what_is_pending(tmp_path):
 def test_overflow_of_the_subscriber_queue_is_counted_and_logged_once_a_minute(caplog):
     import logging
 
-    from streamer.mqtt import SubscriberStats, _QueueFullCounter
+    from streamer.outputs.mqtt.subscriber import SubscriberStats, _QueueFullCounter
 
     stats = SubscriberStats()
     logger = logging.getLogger("test.aiomqtt.client")

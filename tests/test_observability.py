@@ -8,7 +8,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.metrics import LatencyHistogram, Snapshot, render
+from streamer.core.histogram import LatencyHistogram
+from streamer.outputs.prometheus import Snapshot, render
 from tests.conftest import write_audio
 
 

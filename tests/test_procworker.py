@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from conftest import MessageCollector, wait_until
 
-from streamer.alerts import AlertEngine, parse_rule
-from streamer.features import FeatureConfig
-from streamer.procworker import ProcessWorker, WorkerOptions
-from streamer.ringbuffer import AudioRing
-from streamer.runtime import DEFAULT_MODEL_DIR
-from streamer.supervision import WorkerSupervisor
-from streamer.telephony import CALLER, CallSource
+from streamer.analysis.analyzer import AnalysisSettings
+from streamer.analysis.model import DEFAULT_MODEL_DIR
+from streamer.calls.call import CallSource
+from streamer.calls.sessions.base import CALLER
+from streamer.core.alerts import AlertEngine, parse_rule
+from streamer.sources.ring import AudioRing
+from streamer.workers.process import ProcessWorker, WorkerOptions
+from streamer.workers.supervision import WorkerSupervisor
 
 KW = {"hop_s": 0.5, "horizon_s": 4.0, "adapt_reset_s": 30.0}
 
@@ -63,7 +64,7 @@ def to_8k(audio: np.ndarray) -> np.ndarray:
 def process_worker():
     out = MessageCollector()
     alerts = AlertEngine([parse_rule("caller:angry>=0.01 for 1s")])
-    options = WorkerOptions(DEFAULT_MODEL_DIR, KW, alerts, status_every_s=0.2, log_level="warning")
+    options = WorkerOptions(DEFAULT_MODEL_DIR, AnalysisSettings(**KW), alerts, status_every_s=0.2, log_level="warning")
     worker = ProcessWorker(options, out)
     worker.start()
     worker.wait_ready()
@@ -73,7 +74,7 @@ def process_worker():
 
 def test_a_worker_process_scores_a_call_mirrors_its_status_and_retires_it(process_worker, speech_audio):
     worker, out = process_worker
-    call = CallSource("call-1", "twilio", 8000, [CALLER], FeatureConfig(), agent="ana", **KW)
+    call = CallSource("call-1", "twilio", 8000, [CALLER], agent="ana")
     worker.add(call)
     name = call.ring.shared_name
     assert name is not None and shm_exists(name)
@@ -87,7 +88,7 @@ def test_a_worker_process_scores_a_call_mirrors_its_status_and_retires_it(proces
     wait_until(lambda: any(m["windows"] >= 4 for m in out.of("status", "call-1")), 30.0)
     status = out.of("status", "call-1")[-1]
     assert status["agent"] == "ana" and status["state"] == "running" and status["errors"] == 0
-    assert call.analyzer.windows_done == status["windows"]  # mirrored from the worker process
+    assert call.figures.windows == status["windows"]  # mirrored from the worker process
     raised = [m for m in out.of("alert", "call-1") if m["state"] == "raised"]
     assert raised  # the alert state lives in the worker process
     call.end()
@@ -101,7 +102,7 @@ def test_a_worker_process_scores_a_call_mirrors_its_status_and_retires_it(proces
 
 def test_a_killed_worker_process_is_replaced_and_its_calls_go_on(process_worker, speech_audio):
     worker, out = process_worker
-    call = CallSource("call-2", "twilio", 8000, [CALLER], FeatureConfig(), **KW)
+    call = CallSource("call-2", "twilio", 8000, [CALLER])
     worker.add(call)
     audio = to_8k(speech_audio)
     call.push(0, audio[: 8000 * 3])
@@ -137,7 +138,7 @@ def test_a_killed_worker_process_is_replaced_and_its_calls_go_on(process_worker,
 
 
 def test_a_worker_process_that_cannot_load_its_model_says_why(tmp_path):
-    options = WorkerOptions(tmp_path, KW, None, status_every_s=1.0, log_level="error")
+    options = WorkerOptions(tmp_path, AnalysisSettings(**KW), None, status_every_s=1.0, log_level="error")
     worker = ProcessWorker(options, lambda message: None)
     worker.start()
     with pytest.raises(RuntimeError, match="an analysis process could not start: .*no trained model"):
@@ -147,8 +148,9 @@ def test_a_worker_process_that_cannot_load_its_model_says_why(tmp_path):
 
 
 def test_a_ring_that_finds_shared_memory_full_says_so_and_a_call_is_refused(monkeypatch):
-    import streamer.ringbuffer as ringbuffer
-    from streamer.telephony import CallDesk, ProtocolError
+    import streamer.sources.ring as ringbuffer
+    from streamer.calls.desk import CallDesk
+    from streamer.calls.sessions.base import ProtocolError
 
     class Full:
         f_bavail, f_frsize = 10, 4096
@@ -159,7 +161,7 @@ def test_a_ring_that_finds_shared_memory_full_says_so_and_a_call_is_refused(monk
         ring.share()
     assert ring.shared_name is None
 
-    desk = CallDesk(FeatureConfig(), lambda source: source.ring.share())  # as ProcessWorker.add does
+    desk = CallDesk(lambda source: source.ring.share())  # as ProcessWorker.add does
     with pytest.raises(ProtocolError, match="call CA1: /dev/shm is full"):
         desk.open("CA1", "twilio", 8000, [CALLER])
     assert desk.calls == {} and desk.stats()["calls"] == 0  # never counted as a live call

@@ -5,8 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from streamer.labels import EMOTIONS
-from streamer.runtime import CONFIG_NAME, DEFAULT_MODEL_DIR, KERAS_NAME, LITERT_BATCH_SIZES, EmotionModel, litert_name
+from streamer.analysis.model import (
+    CONFIG_NAME,
+    DEFAULT_MODEL_DIR,
+    KERAS_NAME,
+    LITERT_BATCH_SIZES,
+    EmotionModel,
+    litert_name,
+)
+from streamer.core.labels import EMOTIONS
 
 
 def random_windows(model, n: int, seed: int = 0) -> np.ndarray:

@@ -69,15 +69,15 @@ def test_a_second_ctrl_c_forces_the_exit(monkeypatch, capsys):
     """The signal policy itself (two real signals can merge into one in the kernel, so not end to end)."""
     import asyncio
 
-    import run_stream
+    from streamer.app import cli
 
     exits = []
-    monkeypatch.setattr(run_stream.os, "_exit", exits.append)
-    monkeypatch.setattr(run_stream, "SHUTDOWN_BUDGET_S", 0.5)
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    monkeypatch.setattr(cli, "SHUTDOWN_BUDGET_S", 0.5)
     stop = asyncio.Event()
-    run_stream.begin_shutdown(stop)
+    cli.begin_shutdown(stop)
     assert stop.is_set() and exits == []  # the first asks for an orderly stop...
-    run_stream.begin_shutdown(stop)
+    cli.begin_shutdown(stop)
     assert exits == [130]  # ...the second exits at once
     assert "interrupted again during shutdown; exiting now" in capsys.readouterr().err
     time.sleep(0.4)  # the first one's deadline passes: the budget is enforced too

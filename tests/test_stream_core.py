@@ -5,16 +5,17 @@ import time
 import numpy as np
 import pytest
 
-from streamer.adaptation import AdaptationConfig, SpeakerAdapter
-from streamer.features import FeatureConfig, FeatureStats
-from streamer.labels import EMOTIONS
-from streamer.messages import scores_message, status_message
-from streamer.pipeline import Source, StreamAnalyzer
-from streamer.ringbuffer import AudioRing
-from streamer.scoring import RollingScores
-from streamer.vad import FunctionVAD
-from streamer.windowing import SlidingWindows
-from streamer.worker import AnalysisWorker
+from streamer.analysis.analyzer import StreamAnalyzer
+from streamer.analysis.vad import FunctionVAD
+from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter
+from streamer.core.features import FeatureConfig, FeatureStats
+from streamer.core.labels import EMOTIONS
+from streamer.core.messages import scores_message, status_message
+from streamer.core.rolling import RollingScores
+from streamer.core.windowing import SlidingWindows
+from streamer.sources.base import AnalysisFigures, Source
+from streamer.sources.ring import AudioRing
+from streamer.workers.thread import AnalysisWorker
 
 CONFIG = FeatureConfig()
 
@@ -153,7 +154,7 @@ def test_stream_analyzer_skips_lost_audio_so_time_stays_true():
 
 
 def test_tracker_skip_counts_silence():
-    from streamer.vad import CHUNK, SpeechTracker
+    from streamer.analysis.vad import CHUNK, SpeechTracker
 
     tracker = SpeechTracker()
     tracker.feed(np.ones(100, np.float32))
@@ -180,10 +181,10 @@ class FakeSource(Source):
         self.stream_id = stream_id
         self.ring = AudioRing(len(audio))
         self.ring.write(audio)
-        self.analyzer = StreamAnalyzer(stream_id, ["mono"], 16000, CONFIG)
+        self.rate, self.channels, self.figures = 16000, ["mono"], AnalysisFigures()
 
     def status(self):
-        return status_message(self.stream_id, "fake", "running", 0, self.analyzer.windows_done)
+        return status_message(self.stream_id, "fake", "running", 0, self.figures.windows)
 
 
 def test_worker_batches_across_streams_and_skips_silence():
@@ -228,7 +229,7 @@ def test_flush_scores_the_unscored_tail():
 
 def test_worker_features_equal_the_feature_function(speech_audio):
     """Incremental, batched stream features are the same numbers as frame_features(window)."""
-    from streamer.features import frame_features
+    from streamer.core.features import frame_features
 
     class Recording(FakeModel):
         def predict(self, frames, stats=None):
@@ -240,13 +241,14 @@ def test_worker_features_equal_the_feature_function(speech_audio):
     audio = np.concatenate([speech_audio, speech_audio])
     source = FakeSource("a", audio)
     worker.add(source)
+    (analyzer,) = worker.analyzers
     jobs = []
     for start in range(0, audio.size, 2400):  # 0.15 s blocks, as a device would deliver
         pos, frames = start, audio[start : start + 2400, None]
-        batch = source.analyzer.push(pos, frames)
-        FunctionVAD(lambda c: 1.0).score(source.analyzer.trackers)
+        batch = analyzer.push(pos, frames)
+        FunctionVAD(lambda c: 1.0).score(analyzer.trackers)
         for job in batch:
-            source.analyzer.resolve_speech(job)
+            analyzer.resolve_speech(job)
         worker.step.process(batch)
         jobs += batch
     assert len(jobs) == int((audio.size - CONFIG.window_samples) / 8000) + 1
@@ -425,26 +427,26 @@ def test_live_windows_get_adapted_stats_with_the_shipped_model(model, speech_aud
 
 
 def test_adapt_reset_option_is_validated():
-    import run_stream
+    from streamer.app import cli
 
-    assert run_stream.parse_args([]).adapt_reset_s == 30.0
-    assert run_stream.parse_args(["--adapt-reset-s", "12.5"]).adapt_reset_s == 12.5
+    assert cli.parse_args([]).adapt_reset_s == 30.0
+    assert cli.parse_args(["--adapt-reset-s", "12.5"]).adapt_reset_s == 12.5
     for bad in ("0", "-1", "nan", "inf"):
         with pytest.raises(SystemExit):
-            run_stream.parse_args(["--adapt-reset-s", bad])
+            cli.parse_args(["--adapt-reset-s", bad])
 
 
 def test_one_pacer_delivers_files_in_real_time_by_position(tmp_path):
     """The file pacer: blocks due by stream time, caught up by position after a late tick; fast fills rings."""
     import soundfile as sf
 
-    from streamer.sources import FilePacer, FileSource
+    from streamer.sources.files import FilePacer, FileSource
 
     paths = []
     for i in range(3):
         paths.append(tmp_path / f"call{i}.wav")
         sf.write(paths[-1], (np.arange(16000 * 3) % 100 / 1000).astype(np.float32), 16000)
-    sources = [FileSource(p, p.stem, ["mono"], CONFIG) for p in paths]
+    sources = [FileSource(p, p.stem, ["mono"]) for p in paths]
     for source in sources:
         source.start()
     sources[0].feed_until(0.5)
@@ -464,7 +466,7 @@ def test_one_pacer_delivers_files_in_real_time_by_position(tmp_path):
     assert all(0.35 <= seconds <= 0.65 for seconds in delivered), delivered  # real time, all files at once
     assert all(s.state == "stopped" and not s.reading for s in sources[1:])
 
-    fast = [FileSource(p, p.stem, ["mono"], CONFIG, fast=True) for p in paths]
+    fast = [FileSource(p, p.stem, ["mono"], fast=True) for p in paths]
     pacer = FilePacer(fast, fast=True)
     pacer.start()
     deadline = time.monotonic() + 5

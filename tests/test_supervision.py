@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from conftest import MessageCollector, wait_until
 
-from streamer.features import FeatureConfig
-from streamer.messages import status_message
-from streamer.pipeline import Source, StreamAnalyzer
-from streamer.ringbuffer import AudioRing
-from streamer.supervision import TaskRestarts, WorkerSupervisor, keep_running
-from streamer.vad import FunctionVAD
-from streamer.worker import AnalysisWorker
+from streamer.analysis.vad import FunctionVAD
+from streamer.core.features import FeatureConfig
+from streamer.core.messages import status_message
+from streamer.core.tasks import TaskRestarts, keep_running
+from streamer.sources.base import AnalysisFigures, Source
+from streamer.sources.ring import AudioRing
+from streamer.workers.supervision import WorkerSupervisor
+from streamer.workers.thread import AnalysisWorker
 
 CONFIG = FeatureConfig()
 LOUD = FunctionVAD(lambda chunk: float(np.abs(chunk).max() > 0.01))
@@ -49,10 +50,10 @@ class LiveSource(Source):
     def __init__(self, stream_id: str):
         self.stream_id = stream_id
         self.ring = AudioRing(16000 * 20)
-        self.analyzer = StreamAnalyzer(stream_id, ["mono"], 16000, CONFIG)
+        self.rate, self.channels, self.figures = 16000, ["mono"], AnalysisFigures()
 
     def status(self):
-        return status_message(self.stream_id, "test", "running", 0, self.analyzer.windows_done)
+        return status_message(self.stream_id, "test", "running", 0, self.figures.windows)
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -96,12 +97,14 @@ def test_a_vad_failure_is_contained_too():
     out = MessageCollector()
     worker = AnalysisWorker(model, out, vad=BrokenOnce(lambda c: 1.0))
     source = LiveSource("call")
+    worker.add(source)
     source.ring.write(speech(2.0))
-    assert worker.step.turn([source]) == 0  # the turn's windows are lost...
-    assert source.analyzer.errors == 1 and "ValueError: bad chunk" in source.analyzer.last_error
+    assert worker.step.turn(worker.analyzers) == 0  # the turn's windows are lost...
+    (analyzer,) = worker.analyzers
+    assert analyzer.errors == 1 and "ValueError: bad chunk" in analyzer.last_error
     source.ring.write(speech(1.0))
     for _ in range(4):
-        worker.step.turn([source])
+        worker.step.turn(worker.analyzers)
     assert len(out.of("scores")) >= 2  # ...and the next turns score again
 
 
@@ -206,17 +209,17 @@ def test_stop_ends_a_task_waiting_out_its_backoff():
     ],
 )
 def test_numeric_options_are_validated_with_one_line(option, value, capsys):
-    import run_stream
+    from streamer.app import cli
 
     with pytest.raises(SystemExit) as exit_info:
-        run_stream.parse_args([option, value])
+        cli.parse_args([option, value])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: argument {option}:") and "\n" not in err
 
 
 def test_backoff_doubles_to_its_cap_and_resets():
-    from streamer.backoff import Backoff
+    from streamer.core.backoff import Backoff
 
     delays = Backoff(1.0, 5.0)
     assert delays.first
@@ -230,10 +233,10 @@ def test_backoff_doubles_to_its_cap_and_resets():
 
 
 def test_mqtt_prefix_must_be_topic_levels(capsys):
-    import run_stream
+    from streamer.app import cli
 
-    assert run_stream.parse_args(["--mqtt-prefix", "site/emotion"]).mqtt_prefix == "site/emotion"
+    assert cli.parse_args(["--mqtt-prefix", "site/emotion"]).mqtt_prefix == "site/emotion"
     for bad in ("", "emotion/#", "a//b", "em otion"):
         with pytest.raises(SystemExit):
-            run_stream.parse_args(["--mqtt-prefix", bad])
+            cli.parse_args(["--mqtt-prefix", bad])
         assert "--mqtt-prefix" in capsys.readouterr().err

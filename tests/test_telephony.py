@@ -9,23 +9,19 @@ import warnings
 import numpy as np
 import pytest
 
-from streamer.alerts import AlertEngine, parse_rule
-from streamer.features import FeatureConfig
-from streamer.loadgen import Call, TwilioCall, audiosocket_frame, l16_encode, mulaw_encode, twilio_payloads
-from streamer.telephony import (
-    AGENT,
-    CALLER,
-    AudioSocketSession,
-    CallDesk,
-    CallSource,
-    ForkSession,
-    ProtocolError,
-    TwilioSession,
-    l16_to_float,
-    mulaw_to_float,
-)
-from streamer.vad import FunctionVAD
-from streamer.worker import AnalysisWorker
+from streamer.analysis.analyzer import AnalysisSettings, StreamAnalyzer
+from streamer.analysis.vad import FunctionVAD
+from streamer.calls.call import CallSource
+from streamer.calls.desk import CallDesk
+from streamer.calls.sessions.audiosocket import AudioSocketSession
+from streamer.calls.sessions.base import AGENT, CALLER, ProtocolError
+from streamer.calls.sessions.fork import ForkSession
+from streamer.calls.sessions.twilio import TwilioSession
+from streamer.core.alerts import AlertEngine, parse_rule
+from streamer.core.codecs import l16_encode, l16_to_float, mulaw_encode, mulaw_to_float
+from streamer.core.features import FeatureConfig
+from streamer.workers.thread import AnalysisWorker
+from tools.loadgen import Call, TwilioCall, audiosocket_frame, twilio_payloads
 
 CONFIG = FeatureConfig()
 LOUD = FunctionVAD(lambda c: float(np.abs(c).max() > 0.05))
@@ -45,7 +41,7 @@ class Clock:
 
 def make_desk(**kw):
     attached = []
-    desk = CallDesk(CONFIG, attached.append, clock=kw.pop("clock", Clock()), **kw)
+    desk = CallDesk(attached.append, clock=kw.pop("clock", Clock()), **kw)
     return desk, attached
 
 
@@ -65,12 +61,12 @@ def test_mulaw_decoding_matches_the_standard_library_reference():
 def test_l16_is_little_endian_interleaved_and_whole_samples_only():
     frames = l16_to_float(np.array([1, -2, 256, 32767], "<i2").tobytes(), channels=2)
     np.testing.assert_allclose(frames * 32768, [[1, -2], [256, 32767]])
-    with pytest.raises(ProtocolError, match="not whole"):
+    with pytest.raises(ValueError, match="not whole"):
         l16_to_float(b"\x00\x01\x02", 1)
 
 
 def test_call_time_comes_from_media_timestamps_and_gaps_are_filled_and_counted():
-    call = CallSource("c", "twilio", 8000, [CALLER], CONFIG)
+    call = CallSource("c", "twilio", 8000, [CALLER])
     chunk = np.full(160, 0.5, np.float32)
     call.push(0, chunk, at=0)
     call.push(0, chunk, at=160)
@@ -85,7 +81,7 @@ def test_call_time_comes_from_media_timestamps_and_gaps_are_filled_and_counted()
 
 
 def test_two_voices_are_aligned_and_a_silent_track_is_padded():
-    call = CallSource("c", "twilio", 8000, [CALLER, AGENT], CONFIG)
+    call = CallSource("c", "twilio", 8000, [CALLER, AGENT])
     caller, agent = np.full(160, 0.25, np.float32), np.full(160, -0.25, np.float32)
     call.push(0, caller, at=0)
     assert call.ring.written == 0  # waits for the agent's chunk of the same moment
@@ -136,7 +132,7 @@ def test_a_dropped_call_waits_for_its_reconnect_and_then_ends():
     desk.housekeeping()
     assert source.input_ended and source.error == "connection lost"
     source.ring.read()
-    source.analyzer.flushed = True
+    source.figures.flushed = True
     desk.housekeeping()
     assert "a" not in desk.calls and source.status()["state"] == "finished"
 
@@ -224,7 +220,7 @@ def test_the_load_generators_twilio_frames_are_what_the_session_reads():
 
 def test_fork_session_takes_the_caller_from_stereo_l16():
     desk, _ = make_desk()
-    session = ForkSession(desk, "rate=16000")
+    session = ForkSession(desk, query="rate=16000")
     session.receive_text(json.dumps({"callId": "fs-1", "mixType": "stereo", "agent": "Cy"}))
     stereo = np.stack([np.full(320, 0.5), np.full(320, -0.5)], axis=1).astype(np.float32)
     session.receive_bytes(l16_encode(stereo))
@@ -268,7 +264,7 @@ def test_audiosocket_frames_may_arrive_split_anywhere():
     )
     session = AudioSocketSession(desk)
     for i in range(0, len(stream), 7):  # TCP delivers what it likes
-        session.feed(stream[i : i + 7])
+        session.receive(stream[i : i + 7])
     assert session.ended and session.ignored == 1
     assert session.source.stream_id == str(call_id) and session.source.ring.written == 320
 
@@ -285,12 +281,12 @@ def test_audiosocket_frames_may_arrive_split_anywhere():
 def test_audiosocket_session_refuses_bad_input_with_a_reason(frames, reason):
     session = AudioSocketSession(make_desk()[0])
     with pytest.raises(ProtocolError, match=reason):
-        session.feed(b"".join(frames))
+        session.receive(b"".join(frames))
 
 
 def test_audiosocket_error_frame_ends_the_call_with_its_code():
     session = AudioSocketSession(make_desk()[0])
-    session.feed(audiosocket_frame(0x01, uuid.uuid4().bytes) + audiosocket_frame(0xFF, b"\x02"))
+    session.receive(audiosocket_frame(0x01, uuid.uuid4().bytes) + audiosocket_frame(0xFF, b"\x02"))
     assert session.ended and "02" in session.error
 
 
@@ -305,7 +301,7 @@ def test_a_finished_call_leaves_its_worker_and_its_raised_alert_is_cleared():
     out = []
     alerts = AlertEngine([parse_rule("caller:angry>=0.5 for 1s")])
     worker = AnalysisWorker(AngryModel(), out.append, poll_s=0.01, status_every_s=0.05, alerts=alerts, vad=LOUD)
-    desk = CallDesk(CONFIG, worker.add)
+    desk = CallDesk(worker.add)
     source = desk.open("call-1", "twilio", 8000, [CALLER])
     worker.start()
     try:
@@ -326,8 +322,8 @@ def test_a_finished_call_leaves_its_worker_and_its_raised_alert_is_cleared():
 
 
 def test_a_call_is_read_once_its_next_window_can_be_cut():
-    call = CallSource("c", "twilio", 8000, [CALLER], CONFIG)
-    analyzer = call.analyzer
+    call = CallSource("c", "twilio", 8000, [CALLER])
+    analyzer = StreamAnalyzer.for_source(call, CONFIG, AnalysisSettings())
     lookahead = analyzer._resampler.lookahead  # the 2x filter's delay, in input frames
     assert analyzer.frames_wanted(call.read_block_s) == 16000 + lookahead  # the first window: 2 s
     assert analyzer.frames_wanted(0.0) == 1 and analyzer.frames_wanted(0.1) == 800
@@ -337,7 +333,7 @@ def test_a_call_is_read_once_its_next_window_can_be_cut():
 
 
 def test_refusals_are_logged_at_most_so_often_and_the_rest_counted():
-    from streamer.ingest import LogBudget
+    from streamer.calls.net.refusals import LogBudget
 
     clock = Clock()
     budget = LogBudget(per_minute=2, clock=clock)

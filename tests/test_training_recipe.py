@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.adaptation import AdaptationConfig, SpeakerAdapter, window_moments
-from streamer.features import FeatureConfig, FeatureStats
-from streamer.labels import EMOTION_INDEX
+from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, window_moments
+from streamer.core.features import FeatureConfig, FeatureStats
+from streamer.core.labels import EMOTION_INDEX
 from streamer.training.cache import N_VARIANTS, FeatureCache
 from streamer.training.corpora import Clip, find_clips, parse_nemo_path, read_nemo_labels
 from streamer.training.trainer import (

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.audio import AudioError, AudioTooLong, AudioUnsupported, load_audio
+from streamer.analysis.decode import AudioError, AudioTooLong, AudioUnsupported, load_audio
 from tests.conftest import ROOT, write_audio
 
 
@@ -154,7 +154,7 @@ def test_max_upload_seconds_must_be_positive(value):
 def test_cli_accepts_a_duration_limit(tmp_path):
     path = write_audio(tmp_path / "silence.flac", np.zeros(60 * 8000, np.int16), 8000)
     proc = subprocess.run(
-        [sys.executable, "-m", "streamer.analyze", str(path), "--jsonl", "--max-seconds", "5"],
+        [sys.executable, "-m", "streamer.analysis.files", str(path), "--jsonl", "--max-seconds", "5"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from streamer.vad import CHUNK, FunctionVAD, SileroVAD, SpeechGate, SpeechTracker
+from streamer.analysis.vad import CHUNK, FunctionVAD, SileroVAD, SpeechGate, SpeechTracker
 
 
 def test_gate_hysteresis_does_not_flicker():
@@ -55,13 +55,6 @@ def test_tracker_forgets_old_chunks():
     FunctionVAD(loudness_vad).score([tracker])
     assert tracker.speech_fraction(0, 4 * CHUNK) == 0.0  # forgotten
     assert tracker.speech_fraction(4 * CHUNK, 8 * CHUNK) == 1.0
-
-
-def test_lowpass_taps_equal_scipy_firwin():
-    from streamer.vad import lowpass_taps
-
-    for numtaps, cutoff in [(31, 0.45), (15, 0.3), (64, 0.9)]:
-        np.testing.assert_allclose(lowpass_taps(numtaps, cutoff), scipy.signal.firwin(numtaps, cutoff), atol=1e-7)
 
 
 def test_8khz_engine_refuses_other_rates():

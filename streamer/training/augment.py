@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from streamer.audio import normalize_level, resample
+from streamer.training.cleaning import normalize_level, resample
 
 TELEPHONE_RATE = 8000
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from streamer.features import FeatureConfig, level_normalize
-from streamer.labels import EMOTIONS
+from streamer.core.features import FeatureConfig, level_normalize
+from streamer.core.labels import EMOTIONS
 from streamer.training.cache import CLEAN, FeatureCache
 
 

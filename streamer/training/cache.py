@@ -2,7 +2,7 @@
 
 Training crops random windows out of these frame sequences; because features
 are computed without centring, a hop-aligned crop equals the features of the
-cropped audio (see ``streamer.features``). The cache lives outside the
+cropped audio (see ``streamer.core.features``). The cache lives outside the
 repository (``$EMOTION_CACHE_DIR``, default ``.cache/`` in the checkout):
 it is derived from the corpora and must never be committed.
 """
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.audio import AudioError, clean_clip, load_audio
-from streamer.features import FeatureConfig, frame_features
+from streamer.analysis.decode import AudioError, load_audio
+from streamer.core.features import FeatureConfig, frame_features
 from streamer.training.augment import random_augment, telephone_channel
+from streamer.training.cleaning import clean_clip
 from streamer.training.corpora import CORPORA, Clip, find_clips
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.labels import EMOTION_INDEX, EMOTIONS
+from streamer.core.labels import EMOTION_INDEX, EMOTIONS
 
 DATA_ENV = "EMOTION_DATA_DIR"
 log = logging.getLogger(__name__)

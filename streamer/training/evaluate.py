@@ -7,7 +7,7 @@ recipe; nothing is tuned on a test fold (fixed epochs, no early stopping).
 Two ways of scoring a test clip, both as the product scores audio:
 
 cold
-    each clip alone, as ``python -m streamer.analyze`` scores a short file
+    each clip alone, as ``python -m streamer.analysis.files`` scores a short file
     (adapted to its own few seconds of speech, so barely at all);
 adapted
     all of one test speaker's clips streamed, in a random order, as one
@@ -46,10 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.adaptation import AdaptationConfig
-from streamer.calibration import expected_calibration_error, fit_temperature
-from streamer.features import FeatureConfig
-from streamer.labels import EMOTION_INDEX, EMOTIONS
+from streamer.core.adaptation import AdaptationConfig
+from streamer.core.calibration import expected_calibration_error, fit_temperature
+from streamer.core.features import FeatureConfig
+from streamer.core.labels import EMOTION_INDEX, EMOTIONS
 from streamer.training.baseline import (
     fit_softmax_regression,
     normalize_per_speaker,

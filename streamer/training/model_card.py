@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streamer.labels import EMOTIONS
+from streamer.core.labels import EMOTIONS
 
 CORPUS_NAMES = {"ravdess": "RAVDESS", "tess": "TESS", "nemo": "nEMO"}
 # The targets for leave-one-corpus-out adapted UA.
@@ -278,7 +278,7 @@ Settings: `{json.dumps(metrics.get("train_settings", config.get("train_settings"
 ## Evaluation (all numbers measured by `make evaluate`)
 
 A clip's prediction is the mean of the probabilities of its sliding windows
-(hop 0.5 s). **Cold**: each clip alone, as `python -m streamer.analyze` scores a
+(hop 0.5 s). **Cold**: each clip alone, as `python -m streamer.analysis.files` scores a
 short file. **Adapted**: all of one test speaker's clips streamed in a random
 order as one session through a live channel's speaker adaptation.
 **Single-emotion sessions**: the same with one session per speaker and emotion,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.adaptation import AdaptationConfig
-from streamer.features import FeatureConfig, mel_basis
-from streamer.labels import EMOTIONS
-from streamer.runtime import CONFIG_NAME, KERAS_NAME, LITERT_BATCH_SIZES, MEL_BASIS_NAME, litert_name
+from streamer.analysis.model import CONFIG_NAME, KERAS_NAME, LITERT_BATCH_SIZES, MEL_BASIS_NAME, litert_name
+from streamer.core.adaptation import AdaptationConfig
+from streamer.core.features import FeatureConfig, mel_basis
+from streamer.core.labels import EMOTIONS
 from streamer.training.cache import build_cache
 from streamer.training.corpora import resolve_data_dir
 from streamer.training.trainer import TrainSettings, train_model

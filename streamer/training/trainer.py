@@ -6,7 +6,7 @@ the clips) do not dominate RAVDESS's twenty-four and nEMO's nine, and
 RAVDESS's half-size neutral class is not under-learned.
 
 Speaker adaptation in training: each window is standardised with a blend of
-the population's statistics and its speaker's own (``streamer.adaptation``),
+the population's statistics and its speaker's own (``streamer.core.adaptation``),
 at a random weight and from a random subset of the speaker's clips (sometimes
 of one emotion only), so the model works at every point of a live call: at
 its start (population only), later (mostly the talker's own) and for a
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.adaptation import AdaptationConfig, SpeakerAdapter, blend_stats, speaker_stats, window_moments
-from streamer.calibration import apply_temperature
-from streamer.features import FeatureConfig, FeatureStats, normalize_windows, window_starts
-from streamer.labels import EMOTIONS
+from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, blend_stats, speaker_stats, window_moments
+from streamer.core.calibration import apply_temperature
+from streamer.core.features import FeatureConfig, FeatureStats, normalize_windows, window_starts
+from streamer.core.labels import EMOTIONS
 from streamer.training.cache import N_VARIANTS, FeatureCache
 
 # Probability of drawing the clean, telephone and each augmented variant.

@@ -1,0 +1,393 @@
+"""The analyzer's command line: ``call-emotions`` (or ``./run.sh``, ``run_stream.py``).
+
+Parses the options into :class:`Settings`, resolves what they point at (the
+token, the broker, the alert rules, the model, the sources), then runs an
+:class:`~streamer.app.application.Application` on uvloop. Every startup
+problem is one line on stderr and exit code 2; SIGINT/SIGTERM stop within
+{SHUTDOWN_BUDGET_S} s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import NoReturn
+
+from streamer.app.settings import Settings
+
+log = logging.getLogger("streamer")
+TOKEN_ENV = "EMOTION_TOKEN"  # as streamer.core.access (named here for --help)
+DEFAULTS = Settings(stream_id="-")
+SHUTDOWN_BUDGET_S = 5.0  # SIGTERM to exit, whatever clients and uploads do
+EXAMPLES = """examples:
+  call-emotions                                   # default input device; dashboard on http://127.0.0.1:8765/
+  call-emotions --device softphone.monitor        # a PulseAudio/PipeWire source
+  call-emotions --list-devices
+  call-emotions --input call1.wav call2.flac      # files, as concurrent real-time streams
+  call-emotions --device 3 --channels agent,caller
+  call-emotions --device softphone.monitor --mqtt mqtt://broker:1883 --alert "caller:angry>=0.6 for 5s"
+  call-emotions --serve --mqtt mqtt://broker:1883  # supervisor dashboard of every analyzer on the broker
+  call-emotions --serve --audiosocket 127.0.0.1:9092  # calls from the phone system (also at /twilio and /fork)
+"""
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes get one line (the usage is in --help), like every other startup error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SystemExit(fail(f"{message} (see --help)"))
+
+
+def number(kind: type, minimum: float = 0.0, inclusive: bool = False, what: str | None = None):
+    """An argparse type: a finite ``kind`` above ``minimum`` (or at least it, if ``inclusive``)."""
+    what = what or f"{'an integer' if kind is int else 'a number'} {'>=' if inclusive else '>'} {minimum:g}"
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'")
+        return value
+
+    return convert
+
+
+POSITIVE = number(float)
+COUNT = number(int, 1, inclusive=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineErrors(
+        prog="call-emotions",
+        description="Live speech-emotion analyzer with a web dashboard.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES + "\nFind PulseAudio/PipeWire source names with: pactl list short sources",
+    )
+    src = p.add_argument_group("audio source")
+    src.add_argument("--device", help="input device: index, part of its name, or a PulseAudio source name")
+    src.add_argument("--list-devices", action="store_true", help="print the input devices and exit")
+    src.add_argument("--input", nargs="+", type=Path, metavar="FILE", help="stream files instead of a device")
+    src.add_argument("--fast", action="store_true", help="with --input: as fast as possible, not real time")
+    src.add_argument("--exit-when-done", action="store_true", help="with --input: exit when all files are analysed")
+    src.add_argument("--stream-id", default=socket.gethostname(), help="name of a device stream (default: host)")
+    src.add_argument(
+        "--channels", help="comma-separated names of channels to score separately, e.g. agent,caller (default: mono)"
+    )
+    src.add_argument(
+        "--serve", action="store_true", help="capture nothing: serve the dashboard (with --mqtt: of all analyzers)"
+    )
+    ana = p.add_argument_group("analysis")
+    ana.add_argument("--window", type=POSITIVE, help="window length in seconds (must match the model's, 2.0)")
+    ana.add_argument("--hop", type=POSITIVE, default=0.5, help="seconds between windows (default 0.5)")
+    ana.add_argument("--horizon", type=POSITIVE, default=4.0, help="seconds of speech the rolling scores average")
+    ana.add_argument(
+        "--adapt-reset-s",
+        type=POSITIVE,
+        default=30.0,
+        help="seconds without speech on a channel after which its speaker adaptation starts afresh "
+        "(a new call; default 30)",
+    )
+    ana.add_argument("--model-dir", type=Path, help="folder of the trained model (default: models/)")
+    ana.add_argument("--workers", type=COUNT, help="analysis workers, each with its own model (default: one per core)")
+    ana.add_argument(
+        "--analysis",
+        choices=["threads", "processes"],
+        help="run the workers as threads, or as processes that do not share the event loop's interpreter lock "
+        "(default: processes with --serve, for many calls; threads otherwise)",
+    )
+    srv = p.add_argument_group("server")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument(
+        "--port", type=number(int, 0, True, "a port, 0-65535"), default=8765, help="port (default 8765; 0: any free)"
+    )
+    srv.add_argument(
+        "--client-queue",
+        type=COUNT,
+        default=2000,
+        help="messages a slow dashboard may lag before its oldest are dropped",
+    )
+    srv.add_argument("--max-upload-mb", type=POSITIVE, default=50.0, help="upload limit of /api/analyze (default 50)")
+    srv.add_argument(
+        "--max-upload-seconds",
+        type=POSITIVE,
+        default=3600.0,
+        help="longest recording /api/analyze decodes; longer ones get 413 (default 3600)",
+    )
+    srv.add_argument(
+        "--send-buffer-kb",
+        type=COUNT,
+        default=256,
+        help="kernel send buffer per connection: bounds what a stalled dashboard holds (default 256)",
+    )
+    srv.add_argument(
+        "--concurrent-uploads", type=COUNT, default=2, help="uploads received and analysed at once; more get 503"
+    )
+    srv.add_argument(
+        "--upload-read-timeout",
+        type=POSITIVE,
+        default=30.0,
+        help="seconds an upload's body may stall (and ten times that in all) before 408 (default 30)",
+    )
+    acc = p.add_argument_group("access (needed when --host is not loopback)")
+    acc.add_argument("--token-file", type=Path, metavar="FILE", help=f"the access token (or ${TOKEN_ENV})")
+    acc.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another web origin allowed to open /ws, e.g. https://wall.example:8443 (repeatable)",
+    )
+    acc.add_argument("--certfile", type=Path, help="TLS certificate (PEM): serve https and wss")
+    acc.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
+    mq = p.add_argument_group("MQTT and alerts")
+    mq.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:pass@]host[:port] or mqtts://…")
+    mq.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for mqtts://")
+    mq.add_argument(
+        "--mqtt-password-file",
+        type=Path,
+        metavar="FILE",
+        help="the broker password (or $EMOTION_MQTT_PASSWORD); not in the URL, where `ps` shows it",
+    )
+    mq.add_argument("--mqtt-prefix", default="emotion", help="topic prefix (default: emotion)")
+    mq.add_argument(
+        "--mqtt-interval", type=POSITIVE, default=1.0, help="seconds between scores per channel (default 1)"
+    )
+    mq.add_argument("--mqtt-spool", type=Path, metavar="DIR", help="keep undelivered alerts in files here")
+    mq.add_argument("--alert", action="append", default=[], metavar="RULE", help='e.g. "caller:angry>=0.6 for 5s"')
+    mq.add_argument("--alerts", type=Path, metavar="FILE", help="alert rules from a TOML file")
+    mq.add_argument(
+        "--max-streams", type=COUNT, default=1000, help="streams a dashboard keeps; more are dropped (default 1000)"
+    )
+    mq.add_argument(
+        "--stream-ttl",
+        type=POSITIVE,
+        default=600.0,
+        help="seconds an ended (stopped, finished, offline) stream stays on the dashboard (default 600)",
+    )
+    calls = p.add_argument_group("calls from the phone system (Twilio, FreeSWITCH, Asterisk)")
+    calls.add_argument("--twilio-path", default="/twilio", help="Twilio Media Streams websocket path (default /twilio)")
+    calls.add_argument("--fork-path", default="/fork", help="FreeSWITCH mod_audio_fork websocket path (default /fork)")
+    calls.add_argument("--audiosocket", metavar="HOST:PORT", help="listen for Asterisk AudioSocket calls here")
+    calls.add_argument(
+        "--audiosocket-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="addresses that may connect to --audiosocket (default: loopback only)",
+    )
+    calls.add_argument(
+        "--analyze-agent",
+        action="store_true",
+        help="analyse the agent's voice too (prohibited for workers in the EU: AI Act Art. 5(1)(f))",
+    )
+    calls.add_argument("--max-calls", type=COUNT, default=1000, help="calls at once; more are refused (default 1000)")
+    calls.add_argument(
+        "--call-resume",
+        type=POSITIVE,
+        default=10.0,
+        help="seconds a dropped call waits for its connection to come back (default 10)",
+    )
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def parse_args(argv: list[str] | None) -> Settings:
+    """The checked settings; a bad option or combination exits 2 with one line."""
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    try:
+        return Settings.from_options(options)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def unique_ids(paths: list[Path]) -> list[str]:
+    """Stream ids from file names (``a.wav`` → ``a``; repeated names numbered)."""
+    seen: dict[str, int] = {}
+    out = []
+    for path in paths:
+        stem = "".join("_" if c in "/+# " else c for c in path.stem) or "stream"
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
+def build_sources(settings: Settings, rate: int) -> list:
+    """The ``--input`` files, or the capture device (opened now); exits 2 with one line if none can be."""
+    from streamer.sources.base import DeviceError
+    from streamer.sources.devices import DeviceSource, describe_devices
+    from streamer.sources.files import FileSource
+
+    channels = list(settings.channels)
+    if settings.input:
+        sources = []
+        for path, stream_id in zip(settings.input, unique_ids(list(settings.input))):
+            try:
+                sources.append(FileSource(path, stream_id, channels, fast=settings.fast))
+            except DeviceError as exc:
+                print(f"error: {exc}; skipping it", file=sys.stderr)
+        if not sources:
+            raise SystemExit(fail("none of the input files can be read"))
+        return sources
+    try:
+        source = DeviceSource(settings.stream_id, settings.device, channels, preferred_rate=rate)
+        source.start()
+    except DeviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(describe_devices(), file=sys.stderr)
+        raise SystemExit(2) from None
+    return [source]
+
+
+def bind(host: str, port: int, send_buffer_kb: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this: a stalled browser's backlog is then held
+    # in its bounded hub queue (counted drops), not in megabytes of kernel buffer.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_kb * 1024)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(fail(f"cannot listen on {host}:{port}: {exc.strerror}")) from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def force_exit(reason: str, code: int) -> NoReturn:
+    print(f"error: {reason}; exiting now", file=sys.stderr, flush=True)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(code)
+
+
+def begin_shutdown(stop: asyncio.Event) -> None:
+    """First signal: an orderly stop within the budget (a timer enforces it); second: exit at once."""
+    if stop.is_set():
+        force_exit("interrupted again during shutdown", 130)
+        return  # (only reached when a test replaces os._exit)
+    stop.set()
+    timer = threading.Timer(SHUTDOWN_BUDGET_S - 0.3, force_exit, (f"shutdown took over {SHUTDOWN_BUDGET_S:g} s", 1))
+    timer.daemon = True
+    timer.start()
+
+
+async def serve(settings: Settings, model, sources, sock: socket.socket, alerts, access, broker) -> None:
+    from streamer.app.application import Application
+
+    application = Application(settings, model, sources, sock, alerts, access, broker)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, begin_shutdown, application.stopping)
+    try:
+        await application.run()
+    except OSError as exc:  # the AudioSocket address (started first, before anything else)
+        raise SystemExit(fail(f"--audiosocket: cannot listen on {settings.audiosocket}: {exc.strerror}")) from None
+    except RuntimeError as exc:  # an analysis process could not start
+        raise SystemExit(fail(str(exc))) from None
+
+
+def resolve_broker(settings: Settings, env) -> object | None:
+    """The MQTT broker of ``--mqtt`` with its password, warning once about plaintext credentials."""
+    if not settings.mqtt:
+        return None
+    from streamer.outputs.mqtt.broker import load_mqtt_password, mqtt_plaintext_warning, parse_broker_url
+
+    password = load_mqtt_password(settings.mqtt_password_file, env)
+    broker = parse_broker_url(settings.mqtt, settings.mqtt_ca, password)
+    warning = mqtt_plaintext_warning(bool(broker.username or broker.password), broker.tls, broker.hostname)
+    if warning:
+        print(warning, file=sys.stderr)
+    if password is None and broker.password:
+        print(
+            "warning: the MQTT password in --mqtt is visible to every user of this machine (ps); "
+            "use --mqtt-password-file or $EMOTION_MQTT_PASSWORD",
+            file=sys.stderr,
+        )
+    if settings.mqtt_ca and not Path(settings.mqtt_ca).is_file():
+        raise ValueError(f"--mqtt-ca: no such file '{settings.mqtt_ca}'")
+    return broker
+
+
+def load_alerts(settings: Settings):
+    """The AlertEngine for --alert/--alerts, or None; raises RuleError (a ValueError)."""
+    from streamer.core.alerts import AlertEngine, load_rules, parse_rule
+
+    rules = [parse_rule(text) for text in settings.alert]
+    if settings.alerts:
+        rules += load_rules(settings.alerts)
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ValueError("alert rule names must be unique")
+    return AlertEngine(rules) if rules else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.list_devices:
+        from streamer.sources.devices import describe_devices
+
+        print(describe_devices())
+        return 0
+
+    from streamer.app.access import resolve_access
+
+    try:
+        access = resolve_access(
+            settings.host,
+            settings.token_file,
+            os.environ,
+            list(settings.allow_origin),
+            settings.certfile,
+            settings.keyfile,
+        )
+        alerts = load_alerts(settings)
+        broker = resolve_broker(settings, os.environ)
+    except ValueError as exc:
+        return fail(str(exc))
+
+    from streamer.analysis.model import DEFAULT_MODEL_DIR, EmotionModel, ModelError
+
+    try:
+        model = EmotionModel(settings.model_dir or DEFAULT_MODEL_DIR)
+    except ModelError as exc:
+        return fail(str(exc))
+    if settings.window is not None and abs(settings.window - model.config.window_s) > 1e-9:
+        return fail(
+            f"the model classifies {model.config.window_s} s windows; --window {settings.window} needs retraining"
+        )
+    if settings.mqtt_spool:
+        settings.mqtt_spool.mkdir(parents=True, exist_ok=True)
+    model.warm_up()
+    sock = bind(settings.host, settings.port, settings.send_buffer_kb)
+    sources = [] if settings.serve else build_sources(settings, model.config.sample_rate)
+    import uvloop
+
+    uvloop.run(serve(settings, model, sources, sock, alerts, access, broker))
+    return 0
+
+
+def entry() -> None:
+    """The console script: exit with ``main``'s code; Ctrl-C before the loop runs exits quietly."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,298 @@
+"""What the benchmark and load tools share: the test signal, expected window counts, process figures, clients.
+
+``tools.bench``, ``tools.bench_calls`` and ``tools.soak`` import this module
+and not each other, so a tool's private helpers stay private and the count
+of windows a run must deliver is computed one way everywhere.
+
+The capacity server (``python -m tools.bench --serve-streams N``) runs the
+product's own :class:`~streamer.app.application.Application` with simulated
+sound cards; :func:`start_stream_server` spawns it and speaks its protocol,
+one JSON object a line:
+
+- server → client: ``{"ready": true, "port": P}`` once the dashboard listens;
+- client → server: ``go`` (a line on stdin) once its websocket is connected;
+- server → client: ``{"start_wall": T}`` (the simulated cards' clock starts),
+  then ``{"report": {...}}`` every ``--report-every`` seconds, and once the
+  analyzer has stopped its final counters (see ``tools.bench.server_counters``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from streamer.app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+P95_TARGET_MS = 250.0  # a count is sustained only within this latency, window end to client
+HOP_S = Settings.hop  # the product's default --hop
+TICK_S = 0.05  # simulated sound cards deliver 50 ms blocks, as a device callback does
+SERVER_START_TIMEOUT_S = 300.0  # model loads in the server and its worker processes
+
+
+class BenchError(RuntimeError):
+    """A measurement that could not be made: a tool fails rather than report a number it did not measure."""
+
+
+def speech_like(seconds: float, seed: int) -> np.ndarray:
+    """A 16 kHz test signal of ``seconds``.
+
+    Parameters
+    ----------
+    seconds : float
+    seed : int
+        Picks the clips and pauses, so runs are repeatable.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32. RAVDESS clips with pauses between them when the corpus is
+        at ``$EMOTION_DATA_DIR`` (real speech exercises VAD and adaptation
+        as calls do); otherwise voiced synthetic bursts, so the tools also
+        run on a machine without the data.
+    """
+    rng = np.random.default_rng(seed)
+    data = os.environ.get("EMOTION_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    clips = sorted(Path(data).glob("ravdess/Actor_0*/*.flac"))[:40]
+    rate = 16000
+    if clips:
+        from streamer.analysis.decode import load_audio
+
+        pieces, total = [], 0
+        while total < seconds * rate:
+            clip = load_audio(clips[rng.integers(len(clips))], rate)
+            gap = np.zeros(int(rng.uniform(0.2, 1.5) * rate), np.float32)
+            pieces += [clip, gap]
+            total += clip.size + gap.size
+        return np.concatenate(pieces)[: int(seconds * rate)]
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    voiced = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / rate) / k for k in range(1, 12))
+    envelope = (np.sin(2 * np.pi * 0.4 * t) > -0.2).astype(np.float32)
+    return (0.1 * voiced * envelope).astype(np.float32)
+
+
+# -- windows ----------------------------------------------------------------------------
+
+
+@functools.cache
+def model_window_s() -> float:
+    """The shipped model's window length in seconds (its ``config.json``; the analyzer cuts these)."""
+    from streamer.analysis.model import EmotionModel
+
+    return float(EmotionModel().config.window_s)
+
+
+def expected_windows(seconds: float, window_s: float | None = None, hop_s: float = HOP_S, ends: bool = False) -> int:
+    """Windows the analyzer scores for a stream of ``seconds`` of audio.
+
+    Windows end at ``window_s``, then every ``hop_s`` (``SlidingWindows``).
+
+    Parameters
+    ----------
+    seconds : float
+        Audio delivered to the stream.
+    window_s : float, optional
+        Window length; default the shipped model's (:func:`model_window_s`).
+    hop_s : float
+        Seconds between window ends (``--hop``).
+    ends : bool
+        The stream ends (a call hangs up, a file runs out): audio after the
+        last whole window is then scored as one final window. A device
+        stream that is stopped does not end.
+
+    Returns
+    -------
+    int
+    """
+    window_s = model_window_s() if window_s is None else window_s
+    eps = 1e-6  # well under one sample
+    if seconds < window_s - eps:
+        return int(ends and seconds > 0)
+    whole = math.floor((seconds - window_s) / hop_s + eps) + 1
+    unscored = seconds - (window_s + (whole - 1) * hop_s) > eps
+    return whole + int(ends and unscored)
+
+
+# -- the simulated streams of the capacity server ---------------------------------------
+
+
+def stream_name(index: int) -> str:
+    """The stream id of simulated stream ``index`` (its index is read back from scores messages)."""
+    return f"s{index:04d}"
+
+
+def start_offset_s(index: int, ramp_s: float) -> float:
+    """When simulated stream ``index`` starts, after the cards' clock starts.
+
+    Real calls start at random times, so their windows end at different
+    moments and their first windows (computed whole, not one hop at a time)
+    do not all come at once. Streams start one tick apart, cycling through
+    ``ramp_s``: window ends spread evenly over the hop once ``ramp_s >= hop``.
+    ``ramp_s = 0`` starts every stream at once: the worst case, where every
+    stream's windows end in the same 50 ms block.
+    """
+    ticks = int(round(ramp_s / TICK_S))
+    return (index % ticks) * TICK_S if ticks else 0.0
+
+
+def stream_ticks(seconds: float) -> int:
+    """Blocks a simulated stream running ``seconds`` receives (its audio is this many ``TICK_S``)."""
+    return int(round(seconds / TICK_S))
+
+
+async def start_stream_server(
+    n_streams: int,
+    seconds: float,
+    ramp_s: float,
+    report_s: float = 0.0,
+    analysis: str | None = None,
+    hop_s: float = HOP_S,
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Spawn the capacity server with ``n_streams`` simulated streams; returns (process, port) once it listens.
+
+    Parameters
+    ----------
+    analysis : {"threads", "processes"}, optional
+        Passed as the product's ``--analysis``; None lets the product choose.
+
+    Raises
+    ------
+    BenchError
+        The server exited or did not listen within ``SERVER_START_TIMEOUT_S``
+        (with the end of its stderr).
+    """
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - the process's stderr, read on failure
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tools.bench",
+        "--serve-streams",
+        str(n_streams),
+        "--seconds",
+        str(seconds),
+        "--ramp",
+        str(ramp_s),
+        "--report-every",
+        str(report_s),
+        "--hop",
+        str(hop_s),
+        *(["--analysis", analysis] if analysis else []),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+        limit=2**20,
+    )
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), SERVER_START_TIMEOUT_S)
+    except TimeoutError:
+        line = b""
+    if not line:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-1500:]
+        raise BenchError(f"the {n_streams}-stream capacity server did not start: {tail}")
+    return proc, json.loads(line)["port"]
+
+
+async def receive_scores(
+    ws,
+    done: asyncio.Future,
+    record: Callable[[dict, float], None],
+    statuses: dict[str, dict] | None = None,
+) -> None:
+    """Read a dashboard websocket until ``done`` completes or the server closes it.
+
+    Parameters
+    ----------
+    ws
+        A connected ``websockets`` client.
+    done : asyncio.Future
+    record : callable
+        ``record(message, arrival)`` for each scores message; ``arrival`` is
+        ``time.time()`` when its frame came in.
+    statuses : dict, optional
+        Filled with each stream's latest status message.
+    """
+    from websockets.exceptions import ConnectionClosed
+
+    while not done.done():
+        try:
+            text = await asyncio.wait_for(ws.recv(), 0.5)
+        except TimeoutError:
+            continue
+        except ConnectionClosed:
+            return
+        now = time.time()
+        for message in json.loads(text):
+            if message["type"] == "scores":
+                record(message, now)
+            elif message["type"] == "status" and statuses is not None:
+                statuses[message["stream"]] = message
+
+
+# -- a process and its children ---------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (an analyzer and its worker processes); [] once it has exited."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return []
+    pids = [pid]
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        pids += [p for child in children for p in process_tree(int(child))]
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process; 0 once it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its descendants (those alive now)."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """Memory of ``pid`` and its descendants, as (RSS summed, PSS summed) in MB.
+
+    RSS counts pages the processes share (libraries, shared audio rings)
+    once per process; PSS splits them between the processes, so its sum is
+    what the tree holds.
+    """
+    rss = pss = 0.0
+    for p in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for line in lines:
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1]) / 1024
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1]) / 1024
+    return round(rss, 1), round(pss, 1)
