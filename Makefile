@@ -27,9 +27,9 @@ test:
 	./test.sh
 
 lint:
-	.venv/bin/ruff check streamer tests scripts run_stream.py
-	.venv/bin/ruff format --check streamer tests scripts run_stream.py
+	.venv/bin/ruff check streamer tests tools scripts run_stream.py
+	.venv/bin/ruff format --check streamer tests tools scripts run_stream.py
 
 format:
-	.venv/bin/ruff format streamer tests scripts run_stream.py
-	.venv/bin/ruff check --fix streamer tests scripts run_stream.py
+	.venv/bin/ruff format streamer tests tools scripts run_stream.py
+	.venv/bin/ruff check --fix streamer tests tools scripts run_stream.py

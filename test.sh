@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh test
 export EMOTION_DATA_DIR="${EMOTION_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-.venv/bin/ruff check streamer tests scripts run_stream.py
-.venv/bin/ruff format --check streamer tests scripts run_stream.py
+.venv/bin/ruff check streamer tests tools scripts run_stream.py
+.venv/bin/ruff format --check streamer tests tools scripts run_stream.py
 exec .venv/bin/python -m pytest "$@"

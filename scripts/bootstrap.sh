@@ -36,7 +36,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing Python packages into .venv${extras:+ (with test tools)}" >&2
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".$extras"
+  # pip's and setuptools' notices go to a log; it is shown only if the install fails.
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".$extras"; } \
+      >.venv/pip-install.log 2>&1; then
+    tail -n 30 .venv/pip-install.log >&2
+    echo "bootstrap: installing the Python packages failed (full log: .venv/pip-install.log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi

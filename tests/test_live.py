@@ -18,6 +18,12 @@ def speech_scores(messages: list[dict]) -> list[dict]:
     return [m for m in messages if m["type"] == "scores" and m["speech"]]
 
 
+def all_finished(streams):
+    """A predicate on messages: every one of ``streams`` has sent its finished status."""
+    wanted = set(streams)
+    return lambda ms: {m["stream"] for m in ms if m["type"] == "status" and m["state"] == "finished"} == wanted
+
+
 def assert_distribution(probs: dict) -> None:
     assert list(probs) == list(EMOTIONS)
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-3)
@@ -82,10 +88,7 @@ def test_input_files_stream_concurrently_and_page_is_served(start_analyzer, data
     ]
     analyzer = start_analyzer(["--input", *map(str, files)])
 
-    def done(ms):
-        return {m["stream"] for m in ms if m["type"] == "status" and m["state"] == "finished"} == {
-            f.stem for f in files
-        }
+    done = all_finished(f.stem for f in files)
 
     messages = read_messages(analyzer.ws_url, done, timeout=30)
     assert done(messages), messages
@@ -93,7 +96,6 @@ def test_input_files_stream_concurrently_and_page_is_served(start_analyzer, data
     assert all(by_stream.values()), by_stream
     # The shipped model adapts: each stream's weight grows from its first speech window, per stream.
     limit = json.loads((ROOT / "models" / "config.json").read_text())["adaptation"]["max_weight"]
-    assert limit > 0
     for scores in by_stream.values():
         adapted = [m["adapted"] for m in scores]
         assert adapted[0] > 0 and adapted[-1] < limit and adapted == sorted(set(adapted)), adapted
@@ -106,7 +108,25 @@ def test_input_files_stream_concurrently_and_page_is_served(start_analyzer, data
         assert urllib.request.urlopen(analyzer.url + path).status == 200
     status = json.loads(urllib.request.urlopen(analyzer.url + "/api/status").read())
     assert {s["stream"] for s in status["streams"]} == {f.stem for f in files}
+    assert "analysis: threads" in analyzer.output()  # two files: no worker processes needed
     assert analyzer.stop() == 0
+
+
+def test_many_input_files_get_worker_processes_and_all_finish(start_analyzer, speech_audio, tmp_path):
+    """Beyond a handful of sources the analysis runs in worker processes (files' rings in shared memory)."""
+    files = [write_audio(tmp_path / f"f{i:02d}.wav", speech_audio, 16000) for i in range(10)]
+    analyzer = start_analyzer(["--input", *map(str, files), "--fast"])
+
+    done = all_finished(f.stem for f in files)
+
+    messages = read_messages(analyzer.ws_url, done, timeout=60)
+    assert done(messages)
+    windows = int((len(speech_audio) / 16000 - 2.0) / 0.5) + 1 + (len(speech_audio) % 8000 != 0)
+    for f in files:  # every window of every file, the final partial one included
+        assert len([m for m in messages if m["type"] == "scores" and m["stream"] == f.stem]) == windows
+    assert "analysis: processes" in analyzer.output()
+    assert analyzer.stop() == 0
+    assert "leaked shared_memory" not in analyzer.output()
 
 
 def stalled_client(port: int) -> socket.socket:
@@ -133,11 +153,7 @@ def test_stalled_dashboard_does_not_stall_another(start_analyzer, speech_audio, 
     )
     stuck = stalled_client(analyzer.port)
     try:
-        finished = {f.stem for f in files}
-
-        def done(ms):
-            return {m["stream"] for m in ms if m["type"] == "status" and m["state"] == "finished"} == finished
-
+        done = all_finished(f.stem for f in files)
         messages = read_messages(analyzer.ws_url, done, timeout=120)
         assert done(messages)
         windows = int((call.size / 16000 - 2.0) / 0.5) + 1

@@ -34,7 +34,7 @@ def test_render_reports_each_counter_and_a_latency_histogram():
             errors=1,
             restarts=2,
             overruns=3,
-            dropped={"dashboard_client": 5, "worker_to_loop": 0},
+            dropped={"dropped": 5, "bridge_dropped": 0},
             clients=2,
             streams=7,
             mqtt_queue=9,
@@ -47,7 +47,7 @@ def test_render_reports_each_counter_and_a_latency_histogram():
     assert metrics["emotion_errors"]["emotion_errors_total"] == 1
     assert metrics["emotion_restarts"]["emotion_restarts_total"] == 2
     assert metrics["emotion_audio_overruns"]["emotion_audio_overruns_total"] == 3
-    assert metrics["emotion_messages_dropped"]["emotion_messages_dropped_total|where=dashboard_client"] == 5
+    assert metrics["emotion_messages_dropped"]["emotion_messages_dropped_total|where=dropped"] == 5
     assert metrics["emotion_dashboard_clients"]["emotion_dashboard_clients"] == 2
     assert metrics["emotion_streams"]["emotion_streams"] == 7
     assert metrics["emotion_mqtt_queue"]["emotion_mqtt_queue"] == 9

@@ -101,6 +101,7 @@ def test_wheel_holds_the_package_its_data_and_the_script(wheel: Path) -> None:
     assert {t for t in tops if not t.endswith(".dist-info")} == {"streamer"}, tops
     assert not any(n.startswith(("tools/", "tests/", "streamer/tools/", "streamer/tests/")) for n in names)
     assert "call-emotions = streamer.app.cli:entry" in entry_points.splitlines()
+    assert "call-emotions-analyze = streamer.analysis.files:main" in entry_points.splitlines()
 
 
 def test_installed_package_runs_on_its_own_model(venv: Path, tmp_path: Path) -> None:
@@ -138,3 +139,15 @@ def test_console_script_runs_from_anywhere(venv: Path, tmp_path: Path) -> None:
     ran = _run([venv / "bin" / "call-emotions", "--help"], cwd=tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr[-4000:]
     assert "usage" in ran.stdout.lower()
+
+
+def test_installed_file_analysis_scores_a_recording(venv: Path, tmp_path: Path, speech_audio) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "call.wav", np.tile(speech_audio, 2), 16000)
+    ran = _run([venv / "bin" / "call-emotions-analyze", "call.wav", "--jsonl"], cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-4000:]
+    result = json.loads(ran.stdout)
+    assert result["file"] == "call.wav" and result["top"] in result["overall"]
+    assert sum(w["speech"] for w in result["windows"]) >= 3

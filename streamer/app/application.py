@@ -40,6 +40,19 @@ from streamer.workers.supervision import WorkerSupervisor
 
 WORKER_STOP_S = 1.5
 HOUSEKEEPING_S = 1.0
+# Messages dropped, by the names /api/status gives them (and /metrics labels them):
+# slow dashboard clients, the workers' hand-off to the loop, not JSON, beyond --max-streams,
+# invalid and overflowing MQTT input, alerts and unserialisable messages not published.
+DROPPED = (
+    "dropped",
+    "bridge_dropped",
+    "invalid",
+    "streams_refused",
+    "mqtt_invalid",
+    "mqtt_queue_full",
+    "mqtt_alerts_dropped",
+    "mqtt_invalid_dropped",
+)
 # The line printed once the server listens; tests and benchmarks read the scheme and port from it.
 DASHBOARD_LINE = re.compile(r"dashboard: (https?)://[^ ]+:(\d+)/")
 
@@ -173,28 +186,19 @@ class Application:
         }
 
     def snapshot(self) -> prometheus.Snapshot:
+        """The figures ``/metrics`` shows; drops are labelled by their ``/api/status`` names."""
         workers = self.supervisor.workers
         steps = [w.step for w in workers]
-        hub_stats = self.hub.stats()
-        count = self.counters()
+        status = self.hub.stats()  # the hub's own figures and ``counters()``
         return prometheus.Snapshot(
             windows_scored=sum(s.windows for s in steps),
-            errors=count["errors"],
-            restarts=count["restarts"],
+            errors=status["errors"],
+            restarts=status["restarts"],
             overruns=sum(s.ring.overruns + getattr(s, "overflows", 0) for w in workers for s in w.sources),
-            dropped={
-                "dashboard_client": hub_stats["dropped"],
-                "worker_to_loop": count["bridge_dropped"],
-                "not_json": hub_stats["invalid"],
-                "beyond_max_streams": hub_stats["streams_refused"],
-                "mqtt_invalid_in": count.get("mqtt_invalid", 0),
-                "mqtt_queue_full_in": count.get("mqtt_queue_full", 0),
-                "mqtt_alerts_out": count.get("mqtt_alerts_dropped", 0),
-                "mqtt_not_json_out": count.get("mqtt_invalid_dropped", 0),
-            },
-            clients=hub_stats["clients"],
-            streams=len(hub_stats["streams"]),
-            mqtt_queue=count.get("mqtt_alerts_queued", 0),
+            dropped={name: status.get(name, 0) for name in DROPPED},
+            clients=status["clients"],
+            streams=len(status["streams"]),
+            mqtt_queue=status.get("mqtt_alerts_queued", 0),
             latencies=[s.latency for s in steps],
         )
 
@@ -234,6 +238,8 @@ class Application:
         scheme = "https" if self.access.tls else "http"
         needs = "; open it once with ?token=<token>" if self.access.token else ""
         print(f"dashboard: {scheme}://{host}:{port}/  (Ctrl-C to stop{needs})", file=sys.stderr, flush=True)
+        count = len(self.supervisor.workers)
+        print(f"analysis: {self.analysis} ({count} workers)", file=sys.stderr, flush=True)
         if self.audiosocket is not None:
             as_host, as_port = self.audiosocket.sockets[0].getsockname()[:2]
             print(f"audiosocket: {as_host}:{as_port}", file=sys.stderr, flush=True)

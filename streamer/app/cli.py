@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
 
@@ -88,12 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ana = p.add_argument_group("analysis")
     ana.add_argument("--window", type=POSITIVE, help="window length in seconds (must match the model's, 2.0)")
-    ana.add_argument("--hop", type=POSITIVE, default=0.5, help="seconds between windows (default 0.5)")
-    ana.add_argument("--horizon", type=POSITIVE, default=4.0, help="seconds of speech the rolling scores average")
+    ana.add_argument("--hop", type=POSITIVE, help="seconds between windows (default %(default)s)")
+    ana.add_argument("--horizon", type=POSITIVE, help="seconds of speech the rolling scores average")
     ana.add_argument(
         "--adapt-reset-s",
         type=POSITIVE,
-        default=30.0,
         help="seconds without speech on a channel after which its speaker adaptation starts afresh "
         "(a new call; default 30)",
     )
@@ -103,40 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--analysis",
         choices=["threads", "processes"],
         help="run the workers as threads, or as processes that do not share the event loop's interpreter lock "
-        "(default: processes with --serve, for many calls; threads otherwise)",
+        "(default: processes with --serve or more than 8 sources; threads otherwise)",
     )
     srv = p.add_argument_group("server")
-    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--host", help="address to bind (default %(default)s)")
     srv.add_argument(
-        "--port", type=number(int, 0, True, "a port, 0-65535"), default=8765, help="port (default 8765; 0: any free)"
+        "--port", type=number(int, 0, True, "a port, 0-65535"), help="port (default %(default)s; 0: any free)"
     )
     srv.add_argument(
         "--client-queue",
         type=COUNT,
-        default=2000,
         help="messages a slow dashboard may lag before its oldest are dropped",
     )
-    srv.add_argument("--max-upload-mb", type=POSITIVE, default=50.0, help="upload limit of /api/analyze (default 50)")
+    srv.add_argument("--max-upload-mb", type=POSITIVE, help="upload limit of /api/analyze (default %(default)s)")
     srv.add_argument(
         "--max-upload-seconds",
         type=POSITIVE,
-        default=3600.0,
-        help="longest recording /api/analyze decodes; longer ones get 413 (default 3600)",
+        help="longest recording /api/analyze decodes; longer ones get 413 (default %(default)s)",
     )
     srv.add_argument(
         "--send-buffer-kb",
         type=COUNT,
-        default=256,
-        help="kernel send buffer per connection: bounds what a stalled dashboard holds (default 256)",
+        help="kernel send buffer per connection: bounds what a stalled dashboard holds (default %(default)s)",
     )
-    srv.add_argument(
-        "--concurrent-uploads", type=COUNT, default=2, help="uploads received and analysed at once; more get 503"
-    )
+    srv.add_argument("--concurrent-uploads", type=COUNT, help="uploads received and analysed at once; more get 503")
     srv.add_argument(
         "--upload-read-timeout",
         type=POSITIVE,
-        default=30.0,
-        help="seconds an upload's body may stall (and ten times that in all) before 408 (default 30)",
+        help="seconds an upload's body may stall (and ten times that in all) before 408 (default %(default)s)",
     )
     acc = p.add_argument_group("access (needed when --host is not loopback)")
     acc.add_argument("--token-file", type=Path, metavar="FILE", help=f"the access token (or ${TOKEN_ENV})")
@@ -158,25 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the broker password (or $EMOTION_MQTT_PASSWORD); not in the URL, where `ps` shows it",
     )
-    mq.add_argument("--mqtt-prefix", default="emotion", help="topic prefix (default: emotion)")
-    mq.add_argument(
-        "--mqtt-interval", type=POSITIVE, default=1.0, help="seconds between scores per channel (default 1)"
-    )
+    mq.add_argument("--mqtt-prefix", help="topic prefix (default: %(default)s)")
+    mq.add_argument("--mqtt-interval", type=POSITIVE, help="seconds between scores per channel (default %(default)s)")
     mq.add_argument("--mqtt-spool", type=Path, metavar="DIR", help="keep undelivered alerts in files here")
     mq.add_argument("--alert", action="append", default=[], metavar="RULE", help='e.g. "caller:angry>=0.6 for 5s"')
     mq.add_argument("--alerts", type=Path, metavar="FILE", help="alert rules from a TOML file")
     mq.add_argument(
-        "--max-streams", type=COUNT, default=1000, help="streams a dashboard keeps; more are dropped (default 1000)"
+        "--max-streams", type=COUNT, help="streams a dashboard keeps; more are dropped (default %(default)s)"
     )
     mq.add_argument(
         "--stream-ttl",
         type=POSITIVE,
-        default=600.0,
-        help="seconds an ended (stopped, finished, offline) stream stays on the dashboard (default 600)",
+        help="seconds an ended (stopped, finished, offline) stream stays on the dashboard (default %(default)s)",
     )
     calls = p.add_argument_group("calls from the phone system (Twilio, FreeSWITCH, Asterisk)")
-    calls.add_argument("--twilio-path", default="/twilio", help="Twilio Media Streams websocket path (default /twilio)")
-    calls.add_argument("--fork-path", default="/fork", help="FreeSWITCH mod_audio_fork websocket path (default /fork)")
+    calls.add_argument("--twilio-path", help="Twilio Media Streams websocket path (default %(default)s)")
+    calls.add_argument("--fork-path", help="FreeSWITCH mod_audio_fork websocket path (default %(default)s)")
     calls.add_argument("--audiosocket", metavar="HOST:PORT", help="listen for Asterisk AudioSocket calls here")
     calls.add_argument(
         "--audiosocket-allow",
@@ -190,14 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="analyse the agent's voice too (prohibited for workers in the EU: AI Act Art. 5(1)(f))",
     )
-    calls.add_argument("--max-calls", type=COUNT, default=1000, help="calls at once; more are refused (default 1000)")
+    calls.add_argument("--max-calls", type=COUNT, help="calls at once; more are refused (default %(default)s)")
     calls.add_argument(
         "--call-resume",
         type=POSITIVE,
-        default=10.0,
-        help="seconds a dropped call waits for its connection to come back (default 10)",
+        help="seconds a dropped call waits for its connection to come back (default %(default)s)",
     )
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    # Defaults come from Settings: one place for every value.
+    p.set_defaults(**{k: v for k, v in asdict(DEFAULTS).items() if not isinstance(v, tuple) and k != "stream_id"})
     return p
 
 

@@ -8,13 +8,11 @@ sources stay in the main process and write their rings into shared memory
 runs an ordinary :class:`~streamer.workers.thread.AnalysisWorker` over them,
 and its messages come back over a pipe.
 
-:class:`ProcessWorker` is the main process's side, with the face the
-application and the ``WorkerSupervisor`` know from ``AnalysisWorker``:
-``add``, ``sources``, ``start``, ``stop``, ``is_alive``, ``stopping``,
-``started_at``, ``replacement`` and ``step`` (its counters). A stream stays
-on one process; its analysis state (windows, speaker adaptation, rolling
-scores, alert state) lives there, and the main process mirrors the figures a
-status shows.
+:class:`ProcessWorker` is the main process's side of the
+:class:`~streamer.workers.base.Worker` interface. A stream stays on one
+process; its analysis state (windows, speaker adaptation, rolling scores,
+alert state) lives there, and the main process keeps the figures a status
+shows (the source's ``AnalysisFigures``, as last reported).
 
 The pipe, one message per item:
 
