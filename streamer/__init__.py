@@ -1,7 +1,7 @@
 """Live speech-emotion analyzer for call centres.
 
-The core (labels, audio cleaning, features, windowing, speech gating, scoring)
-has no device, network or TensorFlow dependency; adapters live beside it.
+Layers (see docs/architecture.md): ``core`` (pure), ``sources``, ``calls``,
+``analysis``, ``workers``, ``outputs``, ``app``; ``training`` builds the model.
 """
 
 __version__ = "0.1.0"

@@ -29,6 +29,7 @@ import numpy as np
 
 from streamer.analysis.decode import AudioError, load_audio
 from streamer.analysis.model import DEFAULT_MODEL_DIR, EmotionModel, ModelError
+from streamer.analysis.scoring import overall, score_recording
 from streamer.analysis.vad import CHUNK, VAD_RATE, SpeechTracker, default_vad
 from streamer.core.features import frame_features, pad_to, window_starts
 
@@ -75,17 +76,15 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
     speech_starts = [s for s in starts if tracker.is_speech(s, s + length)]
     chunks = range(0, len(speech_starts), PREDICT_CHUNK)
 
-    def speech_windows(i: int) -> np.ndarray:  # chunk by chunk: a long call is never stacked whole
-        return np.stack([frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]])
+    def speech_windows():  # chunk by chunk: a long call is never stacked whole
+        for i in chunks:
+            yield np.stack([frames[s // step : s // step + n_frames] for s in speech_starts[i : i + PREDICT_CHUNK]])
 
     # Speaker adaptation: the recording's whole speech is known, so every window gets its statistics.
-    stats, adapted = None, (0.0 if speech_starts else None)
-    if speech_starts and model.adaptation.max_weight > 0:
-        stats, adapted = model.new_adapter().stats_for_whole(speech_windows(i) for i in chunks)
-    probs = np.zeros((len(speech_starts), len(model.labels)), np.float32)
-    for i in chunks:
-        batch = speech_windows(i)
-        probs[i : i + len(batch)] = (predict or model.predict)(batch, stats)
+    adapter = model.new_adapter() if model.adaptation.max_weight > 0 else None
+    probs, adapted = score_recording(
+        speech_windows, len(speech_starts), len(model.labels), predict or model.predict, adapter
+    )
 
     duration = audio.size / config.sample_rate
     windows = []
@@ -100,17 +99,12 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
                 "probs": None if p is None else probs_dict(model.labels, p),
             }
         )
-    overall = top = None
-    if len(probs):
-        mean = probs.mean(axis=0)
-        mean /= mean.sum()
-        overall = probs_dict(model.labels, mean)
-        top = model.labels[int(mean.argmax())]
+    mean = overall(probs)
     return {
         "duration_s": round(duration, 3),
-        "overall": overall,
-        "top": top,
-        "adapted": None if adapted is None else round(float(adapted), 3),
+        "overall": None if mean is None else probs_dict(model.labels, mean),
+        "top": None if mean is None else model.labels[int(mean.argmax())],
+        "adapted": round(float(adapted), 3) if speech_starts else None,
         "windows": windows,
     }
 

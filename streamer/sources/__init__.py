@@ -1,0 +1,1 @@
+"""Sources of audio: the Source interface, the ring buffer, devices and files."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamer.analysis.scoring import recording_stats
 from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, blend_stats, speaker_stats, window_moments
 from streamer.core.calibration import apply_temperature
 from streamer.core.features import FeatureConfig, FeatureStats, normalize_windows, window_starts
@@ -322,8 +323,7 @@ def predict_clips(
     weights = np.empty(bounds[-1])
     if sessions is None:
         for k, windows in enumerate(per_clip):
-            adapter = SpeakerAdapter(population, config, adaptation)
-            stats, weight = adapter.stats_for_whole(windows)
+            stats, weight = recording_stats(SpeakerAdapter(population, config, adaptation), windows)
             mean[bounds[k] : bounds[k + 1]], std[bounds[k] : bounds[k + 1]] = stats.mean, stats.std
             weights[bounds[k] : bounds[k + 1]] = weight
     else:

@@ -1,0 +1,1 @@
+"""Analysis workers: one interface, thread and process implementations, chosen in pool.py."""

@@ -1,0 +1,1 @@
+"""MQTT output: broker settings, sending policy, spool, per-stream publishers and the supervisor's subscriber."""
