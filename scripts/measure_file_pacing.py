@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streamer.app.application import DASHBOARD_LINE  # noqa: E402
-from tools.bench import _speech_like  # noqa: E402
+from tools.harness import HOP_S, SPEECH_RATE, expected_windows, speech_like  # noqa: E402
 
 
 def main() -> int:
@@ -35,11 +35,11 @@ def main() -> int:
     from websockets.sync.client import connect
 
     with tempfile.TemporaryDirectory() as tmp:
-        audio = _speech_like(args.seconds, seed=3)
+        audio = speech_like(args.seconds, seed=3)
         paths = []
         for i in range(args.files):
             paths.append(Path(tmp) / f"f{i:04d}.wav")
-            sf.write(paths[-1], np.roll(audio, i * 7919), 16000)
+            sf.write(paths[-1], np.roll(audio, i * 7919), SPEECH_RATE)
         log = open(Path(tmp) / "log", "w+")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "run_stream.py", "--input", *map(str, paths), "--port", "0", "--client-queue", "100000"],
@@ -74,7 +74,7 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(30)
-    due = int((args.seconds - 2.0) / 0.5) + 1
+    due = expected_windows(len(audio) / SPEECH_RATE, hop_s=HOP_S, ends=True)  # a file ends: its last part is scored
     per_stream = [counts.get(p.stem, 0) for p in paths]
     result = {
         "files": args.files,

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamer.analysis.decode import load_audio
 from tools import loadgen
-from tools.bench_calls import process_tree
+from tools.harness import process_tree
 
 TOKEN = "calls-test-token-0123456789"
 

@@ -88,12 +88,13 @@ def test_a_worker_process_scores_a_call_mirrors_its_status_and_retires_it(proces
     wait_until(lambda: any(m["windows"] >= 4 for m in out.of("status", "call-1")), 30.0)
     status = out.of("status", "call-1")[-1]
     assert status["agent"] == "ana" and status["state"] == "running" and status["errors"] == 0
-    assert call.figures.windows == status["windows"]  # mirrored from the worker process
     raised = [m for m in out.of("alert", "call-1") if m["state"] == "raised"]
     assert raised  # the alert state lives in the worker process
     call.end()
     wait_until(lambda: any(m["state"] == "finished" for m in out.of("status", "call-1")), 30.0)
     wait_until(lambda: worker.sources == [], 30.0)
+    final = out.of("status", "call-1")[-1]
+    assert final["state"] == "finished" and call.figures.windows == final["windows"]  # reported by the process
     assert [m["state"] for m in out.of("alert", "call-1")][-1] == "cleared"  # forgotten with the call
     last_t = out.of("scores", "call-1")[-1]["t"]
     assert abs(last_t - len(audio) / 8000) < 0.01  # the last partial window: time ends with the audio

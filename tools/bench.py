@@ -55,6 +55,7 @@ from tools.harness import (
     HOP_S,
     P95_TARGET_MS,
     ROOT,
+    SPEECH_RATE,
     TICK_S,
     BenchError,
     expected_windows,
@@ -67,7 +68,6 @@ from tools.harness import (
     tree_memory_mb,
 )
 
-SPEECH_RATE = 16000  # speech_like's rate: what the simulated cards deliver
 FLUSH_S = 1.0  # after the last block: windows in flight reach the client before the analyzer stops
 
 
@@ -302,6 +302,7 @@ def server_counters(app, sources: list[SyntheticSource]) -> dict:
 
 
 def memory_counters(pid: int) -> dict:
+    """RSS and PSS summed over ``pid`` and its worker processes (``harness.tree_memory_mb``)."""
     rss, pss = tree_memory_mb(pid)
     return {"rss_mb": rss, "pss_mb": pss}
 
@@ -360,9 +361,13 @@ async def _serve(settings: Settings, model, sources: list[SyntheticSource], sock
             return
         await asyncio.sleep(0.05)
     ready = {"ready": True, "port": sock.getsockname()[1], "window_s": model.config.window_s, "hop_s": settings.hop}
-    print(json.dumps(ready | server_counters(app, sources)), flush=True)
-    go = await loop.run_in_executor(None, sys.stdin.readline)  # the client is connected
-    if not go:  # the client is gone
+    print(json.dumps(ready | {"analysis": app.analysis, "workers": len(app.supervisor.workers)}), flush=True)
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    go = asyncio.create_task(stdin.readline())  # the client is connected
+    await asyncio.wait([go, asyncio.create_task(app.stopping.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if not go.done() or not go.result():  # stopped, or the client is gone
+        go.cancel()
         app.stopping.set()
         await running
         return
@@ -422,6 +427,7 @@ async def _measure(n_streams: int, seconds: float, ramp_s: float, analysis: str 
         result = await result_task
     finally:
         if proc.returncode is None:
+            proc.stdin.close()
             proc.terminate()
         await proc.wait()
     expected = expected_windows(stream_ticks(seconds) * TICK_S, ready["window_s"], ready["hop_s"])

@@ -6,7 +6,8 @@ process) replaying speech as N concurrent real-time calls over real sockets.
 A run is sustained when nothing is lost (every call's windows arrive; no
 media gap, ring overrun, dropped message or refused connection) and the p95
 latency, from the moment the generator sent the last audio of a window to
-its score at the dashboard client, is within 250 ms, held for the whole run.
+its score at the dashboard client, is within ``harness.P95_TARGET_MS``,
+held for the whole run.
 Also reported: memory (RSS and PSS) and CPU of the analyzer with its worker
 processes, the time from a call's first audio to its first score, and the
 parse cost of one media message in the event loop.
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import math
+import re
 import sys
 import tempfile
 import time
@@ -28,51 +30,40 @@ import numpy as np
 import soundfile as sf
 
 from streamer.app.application import DASHBOARD_LINE
-from tools.bench import HOP_S, P95_TARGET_MS, ROOT, BenchError, _speech_like
+from tools.harness import (
+    HOP_S,
+    P95_TARGET_MS,
+    ROOT,
+    SPEECH_RATE,
+    BenchError,
+    cpu_seconds,
+    expected_windows,
+    receive_scores,
+    speech_like,
+    tree_cpu_seconds,
+    tree_memory_mb,
+)
 
 TICK_S = 0.02
+ANALYSIS_LINE = re.compile(r"analysis: (\w+) \((\d+) workers?\)")  # what the analyzer prints once it runs
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks of 10 ms
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the analyzer and its worker processes)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        pids += [p for child in children for p in process_tree(int(child))]
-    return pids
-
-
-def _tree_cpu_s(pid: int) -> float:
-    return sum(_cpu_s(p) for p in process_tree(pid))
-
-
-def _tree_memory_mb(pid: int) -> tuple[float, float]:
-    """(RSS summed over the tree, which counts shared pages once per process; PSS summed, which does not)."""
-    rss = pss = 0.0
-    for p in process_tree(pid):
-        for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Rss:"):
-                rss += int(line.split()[1]) / 1024
-            elif line.startswith("Pss:"):
-                pss += int(line.split()[1]) / 1024
-    return round(rss, 1), round(pss, 1)
+def analyzer_hop(analyzer_args) -> float:
+    """The ``--hop`` among the options passed to the analyzer (its default otherwise)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--hop", type=float, default=HOP_S)
+    return parser.parse_known_args(list(analyzer_args))[0].hop
 
 
 def message_cost_us(messages: int = 20000) -> dict:
     """Microseconds to parse one Twilio media message and copy its audio into the ring (no sockets)."""
     from streamer.calls.desk import CallDesk
     from streamer.calls.sessions.twilio import TwilioSession
-    from streamer.core.features import FeatureConfig
     from tools.loadgen import Call, TwilioCall, twilio_payloads
 
     audio = (0.3 * np.sin(np.arange(8000 * 10) / 9)).astype(np.float32)
     frames = TwilioCall(Call("CA1", audio), twilio_payloads(audio), None, 0)
-    desk = CallDesk(FeatureConfig(), lambda source: None)
+    desk = CallDesk(lambda source: None)
     session = TwilioSession(desk, lambda token: True)
     for text in frames.opening:
         session.receive(text)
@@ -115,7 +106,12 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
     processing: list[float] = []  # the analyzer's own: window cut -> message
     statuses: dict[str, dict] = {}
     report = Path(tempfile.mkdtemp()) / "loadgen.json"
-    cpu_before = _tree_cpu_s(analyzer.pid)
+    cpu_before = tree_cpu_seconds(analyzer.pid)
+
+    def record(message: dict, arrival: float) -> None:
+        arrivals.append((message["stream"], message["t"], arrival))
+        processing.append(message["latency_ms"])
+
     try:
         async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None) as ws:
             generator = await asyncio.create_subprocess_exec(
@@ -140,31 +136,29 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
                 stderr=asyncio.subprocess.PIPE,
             )
             generating = asyncio.create_task(generator.communicate())
-            rss = pss = 0.0
-            finished_at = None
-            while finished_at is None or time.monotonic() - finished_at < 3.0:
-                if generating.done() and finished_at is None:
-                    finished_at = time.monotonic()
-                    rss, pss = _tree_memory_mb(analyzer.pid)
-                try:
-                    text = await asyncio.wait_for(ws.recv(), 0.5)
-                except TimeoutError:
-                    continue
-                now = time.time()
-                for message in json.loads(text):
-                    if message["type"] == "scores":
-                        arrivals.append((message["stream"], message["t"], now))
-                        processing.append(message["latency_ms"])
-                    elif message["type"] == "status":
-                        statuses[message["stream"]] = message
-            cpu = _tree_cpu_s(analyzer.pid) - cpu_before
+
+            async def calls_ended() -> tuple[float, float]:
+                """The analyzer's peak memory (with its workers) while the calls ran, once the last windows
+                and final statuses have reached the client. Sampled: each call hangs up when its audio ends."""
+                rss = pss = 0.0
+                while not generating.done():
+                    now_rss, now_pss = await asyncio.to_thread(tree_memory_mb, analyzer.pid)
+                    rss, pss = max(rss, now_rss), max(pss, now_pss)
+                    await asyncio.wait([generating], timeout=1.0)
+                await asyncio.sleep(3.0)
+                return rss, pss
+
+            ended = asyncio.create_task(calls_ended())
+            await receive_scores(ws, ended, record, statuses)
+            rss, pss = await ended
+            cpu = tree_cpu_seconds(analyzer.pid) - cpu_before
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
                 hub = json.loads(response.read())["hub"]
             out, err = generating.result()
     finally:
         analyzer.terminate()
         await analyzer.wait()
-        stderr_task.cancel()
+    analysis = ANALYSIS_LINE.search((await stderr_task).decode(errors="replace"))
     if generator.returncode not in (0, 1) or not report.exists():
         raise BenchError(f"the load generator failed: {err.decode()[-300:]}")
     gen = json.loads(report.read_text())
@@ -180,8 +174,12 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
         first_scores.setdefault(call, arrival - ticks[start])
     if not latencies:
         raise BenchError(f"no score reached the dashboard in the {calls}-call run")
-    due = int((seconds - 2.0) / HOP_S) + 1
-    missing = sum(max(0, due - counts.get(call, 0)) for call in gen["starts"])
+    # Each call sends whole 20 ms media messages (tools.loadgen), then hangs up: its last
+    # partial window is scored too.
+    call_s = int(seconds / TICK_S) * TICK_S
+    due = expected_windows(call_s, hop_s=analyzer_hop(analyzer_args), ends=True)
+    per_call = [counts.get(call, 0) for call in gen["starts"]]
+    missing = sum(max(0, due - n) for n in per_call)
     gaps = sum(s.get("gaps", 0) for s in statuses.values())
     overruns = sum(s.get("overruns", 0) for s in statuses.values())
     dropped = hub["dropped"] + hub.get("bridge_dropped", 0)
@@ -194,9 +192,13 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
         "calls": calls,
         "tracks": "both" if both else "inbound",
         "seconds": seconds,
+        "analysis": analysis.group(1) if analysis else None,
+        "workers": int(analysis.group(2)) if analysis else None,
         "sustained": bool(lossless and p95 <= P95_TARGET_MS),
         "lossless": bool(lossless),
         "scores_received": len(latencies),
+        "windows_expected_per_call": due,
+        "windows_per_call_min_max": [min(per_call), max(per_call)],
         "missing_windows": missing,
         "media_gaps": gaps,
         "overruns": overruns,
@@ -207,8 +209,9 @@ async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Pa
         "p95_latency_ms": round(p95, 1),
         "window_cut_to_message_ms_p50_p95": [round(float(np.percentile(processing, q)), 1) for q in (50, 95)],
         "first_score_s_p50_max": [round(float(np.median(first)), 2), round(float(first.max()), 2)],
-        "rss_mb": rss,  # the analyzer and its worker processes
+        "rss_mb": rss,  # peak while the calls ran, summed over the analyzer and its worker processes
         "pss_mb": pss,
+        "analyzer_cpu_s": round(cpu, 2),
         "analyzer_cpu_cores": round(cpu / (seconds + ramp_s + 3.0), 2),
     }
 
@@ -223,11 +226,10 @@ async def _serve_network_only() -> None:
     from streamer.calls.desk import CallDesk
     from streamer.calls.net.front_door import front_door
     from streamer.core.access import AccessConfig
-    from streamer.core.features import FeatureConfig
     from streamer.outputs.http import create_app
     from streamer.outputs.hub import Hub
 
-    desk = CallDesk(FeatureConfig(), lambda source: None, max_calls=10_000)
+    desk = CallDesk(lambda source: None, max_calls=10_000)
     doors = front_door(desk, AccessConfig())
     config = uvicorn.Config(create_app(Hub()), http=doors, log_level="warning", lifespan="off")
     sock = socket.create_server(("127.0.0.1", 0))
@@ -257,9 +259,9 @@ def loop_cost(calls: int, seconds: float, speech: Path) -> dict:
             cwd=ROOT, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(seconds / 3)
-        server_cpu, generator_cpu = _cpu_s(server.pid), _cpu_s(generator.pid)
+        server_cpu, generator_cpu = cpu_seconds(server.pid), cpu_seconds(generator.pid)
         time.sleep(seconds / 3)
-        server_cpu, generator_cpu = _cpu_s(server.pid) - server_cpu, _cpu_s(generator.pid) - generator_cpu
+        server_cpu, generator_cpu = cpu_seconds(server.pid) - server_cpu, cpu_seconds(generator.pid) - generator_cpu
         if generator.wait(seconds + 60) != 0:
             raise BenchError("the load generator failed in the event-loop measurement")
     finally:
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"per_message": message_cost_us(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         speech = Path(tmp) / "speech.wav"
-        sf.write(speech, _speech_like(max(args.seconds, 30.0), seed=5), 16000)
+        sf.write(speech, speech_like(max(args.seconds, 30.0), seed=5), SPEECH_RATE)
         results["per_message"] |= loop_cost(max(args.calls), args.loop_seconds, speech)
         print(json.dumps(results["per_message"]), flush=True)
         for n in args.calls:

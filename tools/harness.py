@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 P95_TARGET_MS = 250.0  # a count is sustained only within this latency, window end to client
 HOP_S = Settings.hop  # the product's default --hop
 TICK_S = 0.05  # simulated sound cards deliver 50 ms blocks, as a device callback does
+SPEECH_RATE = 16000  # the sample rate of speech_like
 SERVER_START_TIMEOUT_S = 300.0  # model loads in the server and its worker processes
 
 
@@ -45,7 +46,7 @@ class BenchError(RuntimeError):
 
 
 def speech_like(seconds: float, seed: int) -> np.ndarray:
-    """A 16 kHz test signal of ``seconds``.
+    """A test signal of ``seconds`` at ``SPEECH_RATE``.
 
     Parameters
     ----------
@@ -64,7 +65,7 @@ def speech_like(seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     data = os.environ.get("EMOTION_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     clips = sorted(Path(data).glob("ravdess/Actor_0*/*.flac"))[:40]
-    rate = 16000
+    rate = SPEECH_RATE
     if clips:
         from streamer.analysis.decode import load_audio
 
@@ -158,13 +159,20 @@ async def start_stream_server(
     report_s: float = 0.0,
     analysis: str | None = None,
     hop_s: float = HOP_S,
-) -> tuple[asyncio.subprocess.Process, int]:
-    """Spawn the capacity server with ``n_streams`` simulated streams; returns (process, port) once it listens.
+) -> tuple[asyncio.subprocess.Process, dict]:
+    """Spawn the capacity server with ``n_streams`` simulated streams, and wait until it listens.
 
     Parameters
     ----------
     analysis : {"threads", "processes"}, optional
         Passed as the product's ``--analysis``; None lets the product choose.
+
+    Returns
+    -------
+    process : asyncio.subprocess.Process
+    ready : dict
+        Its ready line: ``port``, the model's ``window_s``, ``hop_s``, and
+        the analysis it runs (``analysis``, ``workers``).
 
     Raises
     ------
@@ -205,7 +213,7 @@ async def start_stream_server(
         log.seek(0)
         tail = log.read().decode(errors="replace")[-1500:]
         raise BenchError(f"the {n_streams}-stream capacity server did not start: {tail}")
-    return proc, json.loads(line)["port"]
+    return proc, json.loads(line)
 
 
 async def receive_scores(

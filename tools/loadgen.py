@@ -182,7 +182,10 @@ async def run_calls(
     """Connect every call, start them spread over ``ramp_s``, send ``seconds`` of audio each in real time.
 
     Each call's ``started_tick`` is the clock tick of its first message; its
-    message ``k`` went out at tick ``started_tick + k * Clock.PHASES``.
+    message ``k`` went out at tick ``started_tick + k * Clock.PHASES``. A
+    call hangs up right after its last message, as a real one does: its
+    last window is scored when it ends, so a hang-up held back until every
+    call had finished would show up as that window's latency.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}")
@@ -208,6 +211,7 @@ async def run_calls(
         start = int(i * ramp_s / Clock.STEP_S / max(1, len(senders)))
         phases[start % Clock.PHASES].append((sender, start))
         last_start = max(last_start, start)
+    hanging_up: dict[int, asyncio.Task] = {}  # id(sender) -> its close
     async for tick in clock.ticks(total * Clock.PHASES + last_start):
         for sender, start in phases[tick % Clock.PHASES]:
             k = (tick - start) // Clock.PHASES
@@ -215,8 +219,12 @@ async def run_calls(
                 if k == 0:
                     sender.call.started_tick = tick
                 await sender.send_tick(k)
+                if k == total - 1:  # not awaited here: the clock goes on for the other calls
+                    hanging_up[id(sender)] = asyncio.create_task(sender.close())
     for sender in senders:
-        await sender.close()
+        if id(sender) not in hanging_up:  # failed calls
+            await sender.close()
+    await asyncio.gather(*hanging_up.values())
     return clock
 
 
@@ -300,10 +308,13 @@ def client_frame(payload: bytes, opcode: int, mask: bytes) -> bytes:
 
 
 def _raw_sender(ws):
-    """Send frames straight to the socket after the library's handshake: 15 000 messages a second
-    through the full client cost the generator a third of a core, which the analyzer beside it
-    then lacks. The mask key is drawn once per connection, not per frame (a load generator's
-    shortcut; the server cannot tell)."""
+    """Send frames straight to the socket after the library's handshake.
+
+    The generator shares the machine with the analyzer it loads, so it must
+    stay light: the full client's per-message work would take CPU from the
+    analyzer being measured. The mask key is drawn once per connection, not
+    per frame (a load generator's shortcut; the server cannot tell).
+    """
     mask = os.urandom(4)
     transport = ws.transport
 

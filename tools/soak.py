@@ -1,11 +1,12 @@
-"""Soak test: ``python -m tools.soak --minutes N --streams M [--out DIR]`` (not in CI).
+"""Soak test: ``python -m tools.soak --minutes N --streams M [--analysis KIND] [--out DIR]`` (not in CI).
 
-Runs the capacity server of ``tools.bench`` (the real pipeline: rings, VAD,
-features, model, hub, a websocket client) with M real-time streams for N
-minutes and reports per minute: RSS, p95 latency (window end to its message
-at the client), windows, and what was lost (ring overruns, dropped messages,
-failed batches). At the end: the RSS slope in MB/h (a line fitted over the
-minutes after the first, which is warm-up), the totals, ``soak.json`` and
+Runs the capacity server of ``tools.bench`` (the product's Application with
+simulated sound cards, to a websocket client) with M real-time streams for
+N minutes and reports per minute: RSS (summed over the analyzer and its
+worker processes), p95 latency (window end to its message at the client),
+windows, and what was lost (ring overruns, dropped messages, failed
+batches). At the end: the RSS slope in MB/h (a line fitted over the minutes
+after the first, which is warm-up), the totals, ``soak.json`` and
 ``soak.png`` (RSS, p95 and losses per minute).
 """
 
@@ -19,16 +20,27 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench import expected_windows, receive_scores, start_stream_server
+from tools.harness import (
+    P95_TARGET_MS,
+    TICK_S,
+    BenchError,
+    expected_windows,
+    receive_scores,
+    start_offset_s,
+    start_stream_server,
+    stream_name,
+    stream_ticks,
+)
 
 RAMP_S = 5.0
 
 
-async def soak(minutes: float, streams: int, log) -> dict:
+async def soak(minutes: float, streams: int, log, analysis: str | None = None) -> dict:
     from websockets.asyncio.client import connect
 
     seconds = minutes * 60
-    proc, port = await start_stream_server(streams, seconds, RAMP_S, report_s=60.0)
+    proc, ready = await start_stream_server(streams, seconds, RAMP_S, report_s=60.0, analysis=analysis)
+    log(f"  analysis: {ready['analysis']} x{ready['workers']}")
     latencies: dict[int, list[float]] = {}  # minute -> latencies of messages received in it
     counts: dict[str, int] = {}
     rows: list[dict] = []
@@ -36,7 +48,7 @@ async def soak(minutes: float, streams: int, log) -> dict:
 
     async def read_reports() -> None:
         nonlocal final
-        previous = {"overruns": 0, "hub_dropped": 0, "errors": 0, "windows": 0}
+        previous = {"overruns": 0, "dropped": 0, "errors": 0, "windows_scored": 0}
         while True:
             line = await proc.stdout.readline()
             if not line:
@@ -52,9 +64,9 @@ async def soak(minutes: float, streams: int, log) -> dict:
                 "minute": minute + 1,
                 "rss_mb": report["rss_mb"],
                 "p95_latency_ms": round(float(np.percentile(got, 95)), 1) if got else None,
-                "windows": report["windows"] - previous["windows"],
+                "windows": report["windows_scored"] - previous["windows_scored"],
                 "overruns": report["overruns"] - previous["overruns"],
-                "dropped": report["hub_dropped"] - previous["hub_dropped"],
+                "dropped": report["dropped"] - previous["dropped"],
                 "errors": report["errors"] - previous["errors"],
             }
             previous = report
@@ -65,24 +77,36 @@ async def soak(minutes: float, streams: int, log) -> dict:
                 f"{row['errors']} errors"
             )
 
-    def record(message: dict, latency_ms: float, now: float) -> None:
-        latencies.setdefault(int((now - start_wall) // 60), []).append(latency_ms)
+    start_wall = 0.0
+
+    def record(message: dict, arrival: float) -> None:
+        start = start_wall + start_offset_s(int(message["stream"][1:]), RAMP_S)
+        latencies.setdefault(int((arrival - start_wall) // 60), []).append((arrival - (start + message["t"])) * 1000)
         counts[message["stream"]] = counts.get(message["stream"], 0) + 1
 
-    async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None, max_queue=None) as ws:
-        proc.stdin.write(b"go\n")
-        await proc.stdin.drain()
-        start_wall = json.loads(await proc.stdout.readline())["start_wall"]
-        reports = asyncio.create_task(read_reports())
-        await receive_scores(ws, reports, start_wall, RAMP_S, record)
-        await reports
-    await proc.wait()
-    expected = expected_windows(seconds)
-    missing = sum(max(0, expected - counts.get(f"s{i:04d}", 0)) for i in range(streams))
+    try:
+        async with connect(f"ws://127.0.0.1:{ready['port']}/ws", max_size=None, max_queue=None) as ws:
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+            start_wall = json.loads(await proc.stdout.readline())["start_wall"]
+            reports = asyncio.create_task(read_reports())
+            await receive_scores(ws, reports, record)
+            await reports
+    finally:
+        if proc.returncode is None:
+            proc.stdin.close()
+            proc.terminate()
+        await proc.wait()
+    if not final:
+        raise BenchError("the capacity server exited before its counters")
+    expected = expected_windows(stream_ticks(seconds) * TICK_S, ready["window_s"], ready["hop_s"])
+    missing = sum(max(0, expected - counts.get(stream_name(i), 0)) for i in range(streams))
     every = [v for values in latencies.values() for v in values]
     return {
         "minutes": minutes,
         "streams": streams,
+        "analysis": ready["analysis"],
+        "workers": ready["workers"],
         "per_minute": rows,
         **rss_slopes(rows),
         "rss_mb_first_last": [rows[0]["rss_mb"], rows[-1]["rss_mb"]] if rows else None,
@@ -91,9 +115,10 @@ async def soak(minutes: float, streams: int, log) -> dict:
         "windows_received": len(every),
         "missing_windows": missing,
         "overruns": final.get("overruns"),
-        "dropped": final.get("hub_dropped"),
+        "dropped": final.get("dropped"),
         "errors": final.get("errors"),
         "rss_mb_end": final.get("rss_mb"),
+        "pss_mb_end": final.get("pss_mb"),
     }
 
 
@@ -122,7 +147,7 @@ def chart(result: dict, path: Path) -> None:
     minutes = [r["minute"] for r in rows]
     fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
     axes[0].plot(minutes, [r["rss_mb"] for r in rows], marker=".")
-    axes[0].set_ylabel("RSS (MB)")
+    axes[0].set_ylabel("RSS, with workers (MB)")
     axes[0].set_ylim(0, max(r["rss_mb"] for r in rows) * 1.2)  # from zero: a slope is not exaggerated
     slope = result["rss_slope_mb_per_h_second_half"]
     axes[0].set_title(
@@ -130,7 +155,7 @@ def chart(result: dict, path: Path) -> None:
         + (f" — RSS slope over the second half {slope} MB/h" if slope is not None else "")
     )
     axes[1].plot(minutes, [r["p95_latency_ms"] for r in rows], marker=".", color="tab:orange")
-    axes[1].axhline(250, color="grey", linestyle="--", linewidth=1)
+    axes[1].axhline(P95_TARGET_MS, color="grey", linestyle="--", linewidth=1)
     axes[1].set_ylabel("p95 latency (ms)")
     axes[1].set_ylim(0, None)
     width = 0.4
@@ -152,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("soak-results"), help="folder for soak.json and soak.png")
+    parser.add_argument(
+        "--analysis", choices=["threads", "processes"], help="the analyzer's --analysis (default: the product's choice)"
+    )
     args = parser.parse_args(argv)
     if args.minutes < 2 or args.streams < 1:
         parser.error("--minutes must be at least 2 and --streams at least 1")
@@ -160,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     log(f"soak: {args.streams} streams for {args.minutes:g} min …")
-    result = asyncio.run(soak(args.minutes, args.streams, log))
+    try:
+        result = asyncio.run(soak(args.minutes, args.streams, log, args.analysis))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
     chart(result, args.out / "soak.png")

@@ -57,6 +57,13 @@ class ScoringStep:
         self.windows = 0  # windows turned into messages
         self.latency = LatencyHistogram()  # of those windows' messages, for /metrics
 
+    def prepare(self) -> None:
+        """Load the VAD now (default: Silero), so that the first windows do not wait for it."""
+        if self.vad is None:
+            from streamer.analysis.vad import SileroVAD
+
+            self.vad = SileroVAD()
+
     def turn(self, analyzers: list[StreamAnalyzer]) -> int:
         """Process what the analyzers' sources hold now; returns the number of windows cut."""
         jobs = self.collect(analyzers)
@@ -99,10 +106,7 @@ class ScoringStep:
         trackers = [t for a in analyzers for t in a.trackers]
         if jobs or any(t.pending_chunks for t in trackers):
             try:
-                if self.vad is None:
-                    from streamer.analysis.vad import SileroVAD
-
-                    self.vad = SileroVAD()
+                self.prepare()
                 self.vad.score(trackers)
                 for job in jobs:
                     job.analyzer.resolve_speech(job)

@@ -177,6 +177,8 @@ class Application:
         steps = [w.step for w in self.supervisor.workers]
         stats = self.mqtt_stats
         return {
+            "analysis": self.analysis,
+            "workers": len(self.supervisor.workers),
             "errors": sum(s.errors for s in steps),
             "restarts": self.supervisor.restarts + self.task_restarts.count,
             "bridge_dropped": self.bridge.dropped,

@@ -326,6 +326,7 @@ def worker_process_main(conn, options: WorkerOptions) -> None:
         model = EmotionModel(options.model_dir)
         model.warm_up()
         worker = _ProcessSideWorker(conn, model, options)
+        worker.wait_ready()
     except Exception as exc:
         conn.send(("failed", error_text(exc)))
         return

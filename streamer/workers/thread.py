@@ -111,7 +111,8 @@ class AnalysisWorker(threading.Thread):
         return [analyzer.source for analyzer in self.analyzers]
 
     def wait_ready(self, timeout: float = 0.0) -> None:
-        """A thread is ready once made (its model is loaded)."""
+        """Its model is loaded when it is made; load its VAD now too."""
+        self.step.prepare()
 
     @property
     def stopping(self) -> bool:
