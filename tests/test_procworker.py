@@ -138,6 +138,31 @@ def test_a_killed_worker_process_is_replaced_and_its_calls_go_on(process_worker,
         replacement.stop(3.0)
 
 
+def test_hundreds_of_streams_added_before_the_process_starts_all_reach_it(speech_audio):
+    """An analyzer started with many files hands them over before its processes have loaded their models."""
+    import threading
+
+    out = MessageCollector()
+    options = WorkerOptions(DEFAULT_MODEL_DIR, AnalysisSettings(**KW), None, status_every_s=0.2, log_level="warning")
+    worker = ProcessWorker(options, out)
+    calls = [CallSource(f"c{i:03d}", "twilio", 8000, [CALLER]) for i in range(400)]
+    adding = threading.Thread(target=lambda: [worker.add(call) for call in calls], daemon=True)
+    adding.start()
+    adding.join(20)
+    assert not adding.is_alive()  # adding does not wait for the process to read its pipe
+    try:
+        worker.start()
+        worker.wait_ready()
+        audio = to_8k(speech_audio)
+        for call in (calls[0], calls[-1]):
+            call.push(0, audio)
+            call.end()
+        wait_until(lambda: {"c000", "c399"} <= {m["stream"] for m in out.of("scores")}, 60.0)
+        wait_until(lambda: len({m["stream"] for m in out.of("status")}) == 400, 30.0)  # every stream reached it
+    finally:
+        worker.stop(3.0)
+
+
 def test_a_worker_process_that_cannot_load_its_model_says_why(tmp_path):
     options = WorkerOptions(tmp_path, AnalysisSettings(**KW), None, status_every_s=1.0, log_level="error")
     worker = ProcessWorker(options, lambda message: None)

@@ -2,8 +2,8 @@
 
 ``streamer.app.cli`` turns the options into :class:`Settings` and runs an
 :class:`Application` on them. Start order: the AudioSocket listener (the
-one start that can fail on its own), file pacing and capture, analysis
-workers, the web server (dashboard, uploads, calls' websockets), the MQTT
+one start that can fail on its own), analysis workers (ready: model and VAD
+loaded), file pacing, the web server (dashboard, uploads, calls' websockets), the MQTT
 subscriber, housekeeping. Stop order, each step bounded (5 s in all, which
 the CLI enforces with a timer): stop capture and calls; refuse uploads still
 arriving; finish the windows in flight (workers get 1.5 s); deliver what
@@ -213,10 +213,10 @@ class Application:
         if settings.audiosocket:  # first: the one start that can fail on its own
             addr = settings.audiosocket_addr
             self.audiosocket = await serve_audiosocket(*addr, self.desk, settings.audiosocket_networks)
-        self.pacer.start()
         for worker in self.supervisor.workers:
             worker.start()
         await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in self.supervisor.workers))
+        self.pacer.start()  # files play once the analysis is ready (a device captures from its start)
         self.serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
         if self.broker is not None and settings.serve:
             from streamer.outputs.mqtt.subscriber import SubscriberStats, subscribe

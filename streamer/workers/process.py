@@ -128,6 +128,7 @@ class ProcessWorker:
         self._send_lock = threading.Lock()
         self._receiver = threading.Thread(target=self._receive, name="analysis-process-receiver", daemon=True)
         self._ready = threading.Event()
+        self._pending: list[StreamSpec] = []  # added before the process was ready
         self.failure: str | None = None
         self.started_at: float | None = None
         self.stopping = False
@@ -147,6 +148,9 @@ class ProcessWorker:
         spec = StreamSpec.of(source)
         with self._lock:
             self._sources[source.stream_id] = source
+            if not self._ready.is_set():  # the process reads the pipe once its model is loaded
+                self._pending.append(spec)
+                return
         self._send(("add", spec))
 
     def start(self) -> None:
@@ -234,7 +238,13 @@ class ProcessWorker:
                 if source is not None:
                     source.ring.release()
         elif kind == "ready":
-            self._ready.set()
+            # Streams added before the process could read: sent now. Sent earlier, hundreds of
+            # them would fill the pipe's buffer and block the sender until the model had loaded.
+            with self._lock:
+                pending, self._pending = self._pending, []
+                self._ready.set()
+            for spec in pending:
+                self._send(("add", spec))
         elif kind == "failed":
             self.failure = item[1]
             self._ready.set()
