@@ -43,6 +43,7 @@ function showResult(result) {
   el("#result-file").textContent = result.file;
   el("#result-top").textContent = result.top ?? "no speech";
   el("#result-top").style.color = result.top ? COLORS[result.top] : "";
+  el("#result-arousal").textContent = result.arousal === null ? "—" : percent(result.arousal);
   el("#result-duration").textContent = `${result.duration_s.toFixed(1)} s`;
   el("#result-speech").textContent = `${speech} of ${result.windows.length} windows with speech`;
   const rows = EMOTIONS.map((e) => {

@@ -1,9 +1,9 @@
 // Live dashboard: a grid of streams (calls), each with its channels' current
 // emotion; click a stream for its chart of rolling scores. With few streams
 // (a local analyzer) the charts are open from the start; with more it is a
-// floor view: compact cards (the caller's top emotion, a negative-score bar,
-// agent and queue, alert state), alerting calls first, filters and search.
-// Messages come from /ws (see streamer/messages.py); the server sends recent
+// floor view: compact cards (the caller's top emotion, negative-share and
+// arousal bars, a mood colour, agent and queue, alert state), alerting calls
+// first, filters and search. Messages come from /ws (see streamer/core/messages.py); the server sends recent
 // history first, so a page opened late is not empty.
 "use strict";
 
@@ -236,8 +236,13 @@ function render() {
       summary.textContent = top.textContent;
       summary.style.color = top.style.color;
       const negative = msg.rolling ? NEGATIVE.reduce((sum, e) => sum + msg.rolling[e], 0) : 0;
+      const arousal = typeof msg.arousal === "number" ? msg.arousal : 0;
       el(".negative span", card).style.width = `${Math.min(1, negative) * 100}%`;
+      el(".arousal span", card).style.width = `${Math.min(1, arousal) * 100}%`;
       card.dataset.negative = negative.toFixed(3);
+      card.dataset.arousal = arousal.toFixed(3);
+      card.dataset.mood = !msg.rolling ? "" : negative >= 0.5 ? (arousal >= 0.5 ? "tense" : "low")
+        : arousal >= 0.5 ? "lively" : "";
     }
   }
   dirty = new Set();

@@ -21,7 +21,7 @@ from streamer.outputs.mqtt.broker import mqtt_plaintext_warning
 from tests.conftest import ROOT, twilio_start_closes
 
 TOKEN = "s3cret-token-for-the-tests-0123"
-RESULT = {"duration_s": 0.0, "overall": None, "top": None, "adapted": None, "windows": []}
+RESULT = {"duration_s": 0.0, "overall": None, "top": None, "arousal": None, "adapted": None, "windows": []}
 
 
 def app_with(access: AccessConfig | None = None, **kwargs):

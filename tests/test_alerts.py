@@ -37,6 +37,19 @@ def test_parse_command_line_rules():
     g = parse_rule("negative>=0.7 for 10s cooldown 60s severity high")
     assert g.members == ("angry", "disgust", "fearful", "sad") and g.cooldown_s == 60 and g.severity == "high"
     assert parse_rule("angry+disgust>=0.5").members == ("angry", "disgust")
+    a = parse_rule("caller:arousal>=0.7 for 10s")
+    assert (a.emotion, a.members) == ("arousal", ("angry", "fearful", "happy", "surprised"))
+
+
+def test_an_arousal_rule_sums_the_excited_emotions():
+    engine = AlertEngine([parse_rule("caller:arousal>=0.7 for 1s")])
+    events = []
+    for t in (1.0, 1.5, 2.0):  # no single emotion reaches 0.7; the four together do (0.76)
+        events += engine.evaluate(msg(t, angry=0.3, happy=0.2, fearful=0.16, surprised=0.1))
+    (raised,) = events
+    assert raised["emotion"] == "arousal" and raised["score"] == pytest.approx(0.76) and raised["at"] == 2.0
+    (cleared,) = engine.evaluate(msg(2.5, neutral=0.5, calm=0.3))  # calm speech: arousal 0.13
+    assert cleared["state"] == "cleared" and cleared["score"] == pytest.approx(4 * 0.2 / 6, abs=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -78,20 +78,23 @@ def test_cli_jsonl_contract_and_bad_input(files):
 
     for good in ("speech", "call", "short"):
         r = results[good]
-        assert set(r) == {"file", "duration_s", "overall", "top", "adapted", "windows"}
+        assert set(r) == {"file", "duration_s", "overall", "top", "arousal", "adapted", "windows"}
         assert 0.0 <= r["adapted"] <= 1.0
         assert_distribution(r["overall"])
         assert r["top"] == max(r["overall"], key=r["overall"].get)
+        high = ("angry", "fearful", "happy", "surprised")
+        assert r["arousal"] == pytest.approx(sum(r["overall"][e] for e in high), abs=1e-4)
         for w in r["windows"]:
             assert 0 <= w["start"] < w["end"] <= r["duration_s"] + 1e-6
             if w["speech"]:
                 assert_distribution(w["probs"])
+                assert w["arousal"] == pytest.approx(sum(w["probs"][e] for e in high), abs=1e-4)
             else:
-                assert w["probs"] is None
+                assert w["probs"] is None and w["arousal"] is None
 
     for quiet in ("silence", "hiss"):
         r = results[quiet]
-        assert r["overall"] is None and r["top"] is None and r["adapted"] is None
+        assert r["overall"] is None and r["top"] is None and r["adapted"] is None and r["arousal"] is None
         assert r["windows"] and not any(w["speech"] for w in r["windows"])
 
 

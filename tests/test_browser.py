@@ -67,6 +67,8 @@ def test_upload_renders_the_numbers_the_api_returned(start_analyzer, page, speec
     cells = [c.inner_text() for c in page.query_selector_all("#overall-table tbody td:last-child")]
     assert cells == [f"{api['overall'][e] * 100:.1f} %" for e in EMOTIONS]
     assert page.inner_text("#result-top") == api["top"]
+    shown = page.inner_text("#result-arousal")
+    assert shown.endswith(" %") and abs(float(shown[:-2]) - api["arousal"] * 100) <= 0.051
     assert page.inner_text("#result-file") == speech_file.name
     speech = sum(w["speech"] for w in api["windows"])
     assert page.inner_text("#result-speech") == f"{speech} of {len(api['windows'])} windows with speech"
@@ -268,6 +270,10 @@ def test_floor_view_keeps_up_with_300_calls_and_puts_alerts_first(page, serve_ap
         assert "call0150" not in page.evaluate(visual_order)[:3]
         assert page.text_content("[data-stream=call0299] .summary-top").startswith("angry")
         assert float(page.get_attribute("[data-stream=call0299]", "data-negative")) > 0.8
+        assert float(page.get_attribute("[data-stream=call0299]", "data-arousal")) > 0.8  # angry: high arousal
+        assert page.get_attribute("[data-stream=call0299]", "data-mood") == "tense"
+        border = page.evaluate("getComputedStyle(document.querySelector('[data-stream=call0299]')).borderLeftColor")
+        assert border == "rgb(215, 38, 61)"
         assert page.text_content("#floor-count") == "300 of 300 calls · 2 alerting"
 
         page.select_option("#agent-filter", "agent07")  # calls 7, 47, 87, … 287

@@ -112,6 +112,9 @@ def test_what_we_build_is_what_we_accept():
 
     built_scores = scores_message("desk-17", "caller", 2.5, np.full(8, 0.125), np.full(8, 0.125), 3.2, adapted=0.1)
     silence = scores_message("desk-17", "caller", 3.0, None, None, 1.0)
+    assert built_scores["arousal"] == 0.5 and silence["arousal"] is None  # 4 high-arousal emotions x 0.125
+    with pytest.raises(ValueError, match="arousal"):
+        validate_message(json.dumps(dict(built_scores, arousal=1.5)))
     built_status = status_message(
         "desk-17", "pulse", "running", 0, 4, lost_s=0.0, channels=["caller"], latency_ms=None, reconnects=0,
         error=None, errors=1, last_error="RuntimeError: x", adaptation=0.25,

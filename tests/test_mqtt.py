@@ -101,6 +101,9 @@ def test_supervisor_dashboard_aggregates_two_analyzers(mosquitto, start_analyzer
 
     messages = read_messages(dashboard.ws_url, seen, timeout=60)
     assert seen(messages), {(m["type"], m["stream"]) for m in messages}
+    speech = [m for m in messages if m["type"] == "scores" and m["speech"] and m["rolling"]]
+    high = ("angry", "fearful", "happy", "surprised")
+    assert all(m["arousal"] == pytest.approx(sum(m["rolling"][e] for e in high), abs=1e-3) for m in speech)
     status = json.loads(urllib.request.urlopen(dashboard.url + "/api/status").read())
     assert {s["stream"] for s in status["streams"]} >= streams
     assert dashboard.stop() == 0

@@ -105,6 +105,7 @@ def test_message_formats():
         "rolling": {e: (1.0 if e == "happy" else 0.0) for e in EMOTIONS},
         "top": "happy",
         "latency_ms": 3.21,
+        "arousal": 1.0,  # rolling: all happy
         "adapted": 0.0,
     }
     silent = scores_message("s", "mono", 1.0, None, None, 0.5, adapted=np.float64(0.123456))

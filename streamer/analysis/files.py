@@ -9,8 +9,9 @@ into sliding windows covering the whole recording, speech-gated, and every
 speech window classified. The windows are standardised with the
 recording's own speech statistics blended with the training population's
 (speaker adaptation, a file is known whole; ``adapted`` is the weight of its
-own). ``overall`` is the mean of the speech windows' probabilities; a file
-without speech gets ``overall: null``, ``top: null`` and ``adapted: null``.
+own). ``overall`` is the mean of the speech windows' probabilities and ``arousal``
+its high-arousal share (happy, angry, fearful, surprised; 0-1); a file
+without speech gets ``overall``, ``top``, ``arousal`` and ``adapted`` null.
 A file that cannot be analysed gets ``{"file", "error"}``; the others go on
 and the exit status is 1 at the end.
 """
@@ -32,6 +33,7 @@ from streamer.analysis.model import DEFAULT_MODEL_DIR, EmotionModel, ModelError
 from streamer.analysis.scoring import overall, score_recording
 from streamer.analysis.vad import CHUNK, VAD_RATE, SpeechTracker, default_vad
 from streamer.core.features import frame_features, pad_to, window_starts
+from streamer.core.labels import arousal
 
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 256  # windows per model call, bounds memory on long calls
@@ -97,6 +99,7 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
                 "end": round(min(start + length, audio.size) / config.sample_rate, 3),
                 "speech": p is not None,
                 "probs": None if p is None else probs_dict(model.labels, p),
+                "arousal": None if p is None else round(arousal(p), 4),
             }
         )
     mean = overall(probs)
@@ -104,6 +107,7 @@ def analyze_audio(audio: np.ndarray, model: EmotionModel, hop_s: float | None = 
         "duration_s": round(duration, 3),
         "overall": None if mean is None else probs_dict(model.labels, mean),
         "top": None if mean is None else model.labels[int(mean.argmax())],
+        "arousal": None if mean is None else round(arousal(mean), 4),
         "adapted": round(float(adapted), 3) if speech_starts else None,
         "windows": windows,
     }

@@ -11,7 +11,8 @@ Command-line syntax::
 
     [CHANNEL:]EMOTION_OR_GROUP>=THRESHOLD [for Ns] [cooldown Ns] [severity WORD]
 
-e.g. ``caller:angry>=0.6 for 5s`` or ``negative>=0.7 for 10s severity high``.
+e.g. ``caller:angry>=0.6 for 5s``, ``negative>=0.7 for 10s severity high`` or
+``caller:arousal>=0.7 for 10s`` (``negative`` and ``arousal`` are built-in groups).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamer.core.labels import EMOTIONS
+from streamer.core.labels import EMOTIONS, HIGH_AROUSAL, NEGATIVE
 
-DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {"negative": ("angry", "disgust", "fearful", "sad")}
+DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {"negative": NEGATIVE, "arousal": HIGH_AROUSAL}
 SEVERITIES = ("info", "warning", "high", "critical")
 
 

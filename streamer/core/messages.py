@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from streamer.core.labels import EMOTIONS
+from streamer.core.labels import EMOTIONS, arousal
 
 STATES = ("running", "reconnecting", "stopped", "finished", "offline")  # offline: an analyzer's MQTT Last Will
 KINDS = ("scores", "status", "alert")
@@ -40,6 +40,8 @@ def scores_message(
     ``t`` is seconds since the stream started, at the window's end, from the
     sample counter. ``adapted`` is how much the channel's own voice
     statistics weigh in its normalisation now (0-1; speaker adaptation).
+    ``arousal`` (0-1) is the rolling scores' high-arousal share, None like
+    ``top`` when no speech is within the horizon.
     """
     return {
         "type": "scores",
@@ -50,6 +52,7 @@ def scores_message(
         "probs": _rounded_probs(probs),
         "rolling": _rounded_probs(rolling),
         "top": None if rolling is None else EMOTIONS[int(np.argmax(rolling))],
+        "arousal": None if rolling is None else round(min(1.0, arousal(rolling)), 4),
         "latency_ms": round(latency_ms, 2),
         "adapted": round(float(adapted), 3),
     }
@@ -177,6 +180,7 @@ SCHEMA: dict[str, dict[str, Callable[[object], object]]] = {
         "probs": _probs,
         "rolling": _probs,
         "top": _emotion,
+        "arousal": _unit,
         "latency_ms": _number,
         "adapted": _unit,
     },

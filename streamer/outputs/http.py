@@ -42,6 +42,7 @@ class Window(BaseModel):
     end: float
     speech: bool = Field(description="false: silence or noise, no emotion given")
     probs: dict[str, float] | None = Field(description="the 8 emotion probabilities, null without speech")
+    arousal: float | None = Field(description="high-arousal share of probs (0-1), null without speech")
 
 
 class AnalysisResult(BaseModel):
@@ -49,6 +50,9 @@ class AnalysisResult(BaseModel):
     duration_s: float
     overall: dict[str, float] | None = Field(description="mean over speech windows; null if no speech")
     top: str | None
+    arousal: float | None = Field(
+        description="high-arousal share (happy, angry, fearful, surprised) of overall (0-1); null if no speech"
+    )
     adapted: float | None = Field(
         description="weight (0-1) of the recording's own speech statistics in the normalisation "
         "(speaker adaptation; 0 if the model does not adapt); null if no speech"
