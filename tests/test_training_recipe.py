@@ -171,3 +171,25 @@ def test_mixup_keeps_each_windows_own_label_dominant():
     assert mixed.shape == x.shape and mixed.dtype == np.float32
     np.testing.assert_allclose(soft.sum(axis=1), 1.0)
     assert np.all((soft * target).sum(axis=1) >= 0.5 - 1e-6)  # own label keeps at least half
+
+
+def test_roc_auc_equals_the_pairwise_definition_and_arousal_ua_counts_both_sides():
+    from streamer.core.labels import EMOTION_INDEX
+    from streamer.training.metrics import arousal_ua, roc_auc
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random(60), 1)  # many ties
+    positive = rng.random(60) < 0.3
+    pos, neg = scores[positive], scores[~positive]
+    pairwise = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert roc_auc(scores, positive) == pytest.approx(pairwise)
+    assert roc_auc(scores, np.zeros(60, bool)) is None
+
+    def clip(emotion):
+        return np.eye(8)[EMOTION_INDEX[emotion]]
+
+    probs = np.stack([clip("angry"), clip("happy"), clip("neutral"), clip("sad"), clip("calm"), clip("disgust")])
+    truth = np.array([EMOTION_INDEX[e] for e in ("angry", "sad", "neutral", "sad", "angry", "disgust")])
+    # high: angry right, angry (said calm) wrong -> 0.5; low: sad (said happy) wrong, neutral, sad right -> 2/3
+    assert arousal_ua(probs, truth) == pytest.approx((0.5 + 2 / 3) / 2)
+    assert arousal_ua(probs[:1], truth[:1]) is None

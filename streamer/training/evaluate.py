@@ -58,7 +58,7 @@ from streamer.training.baseline import (
 )
 from streamer.training.cache import CLEAN, TELEPHONE, FeatureCache, build_cache
 from streamer.training.corpora import CORPORA, resolve_data_dir
-from streamer.training.metrics import mean_over_folds, summarize
+from streamer.training.metrics import arousal_ua, mean_over_folds, roc_auc, summarize
 from streamer.training.model_card import write_model_card
 from streamer.training.train import ADAPTATION, MODELS_DIR
 from streamer.training.trainer import (
@@ -185,6 +185,9 @@ def evaluate_clips(
             **summarize(truth, predicted),
             "max_class_share": max_class_share(predicted),
             "mean_adapted": float(windows.weights.mean()),
+            # The supervisor's signals: is an angry caller ranked above the rest, is excited speech told from calm.
+            "angry_auc": roc_auc(probs[:, EMOTION_INDEX["angry"]], truth == EMOTION_INDEX["angry"]),
+            "arousal_ua": arousal_ua(probs, truth),
             "_windows": windows,
         }
     return out

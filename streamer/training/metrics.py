@@ -1,10 +1,14 @@
-"""Classification metrics: UA, WA, macro-F1, per-class recall, confusion matrix."""
+"""Classification metrics: UA, WA, macro-F1, per-class recall, confusion matrix; the supervisor's signals
+(ROC AUC of the angry probability, high vs low arousal UA)."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
-from streamer.core.labels import EMOTIONS
+from streamer.core.labels import EMOTION_INDEX, EMOTIONS, HIGH_AROUSAL
+
+LOW_AROUSAL = ("neutral", "calm", "sad")  # disgust belongs to neither side
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(EMOTIONS)) -> np.ndarray:
@@ -52,3 +56,31 @@ def mean_over_folds(folds: list[dict]) -> dict:
         "confusion": np.sum([f["confusion"] for f in folds], axis=0).tolist(),
         "per_fold": folds,
     }
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve of ``scores`` for the ``positive`` items (ties count half); None
+    when either side is empty. The Mann-Whitney form: the chance a positive outscores a negative."""
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(scores)  # ties share their average rank
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def arousal_ua(probs: np.ndarray, truth: np.ndarray) -> float | None:
+    """UA of high (angry, fearful, happy, surprised) against low (neutral, calm, sad) arousal.
+
+    A clip counts as high when its high-arousal probabilities outweigh its
+    low-arousal ones; clips of other classes (disgust) are left out. None
+    unless both sides are present.
+    """
+    high_idx = [EMOTION_INDEX[e] for e in HIGH_AROUSAL]
+    low_idx = [EMOTION_INDEX[e] for e in LOW_AROUSAL]
+    truth = np.asarray(truth)
+    is_high, is_low = np.isin(truth, high_idx), np.isin(truth, low_idx)
+    if not is_high.any() or not is_low.any():
+        return None
+    said_high = probs[:, high_idx].sum(axis=1) > probs[:, low_idx].sum(axis=1)
+    return float((said_high[is_high].mean() + (~said_high[is_low]).mean()) / 2)
