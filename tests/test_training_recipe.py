@@ -193,3 +193,16 @@ def test_roc_auc_equals_the_pairwise_definition_and_arousal_ua_counts_both_sides
     # high: angry right, angry (said calm) wrong -> 0.5; low: sad (said happy) wrong, neutral, sad right -> 2/3
     assert arousal_ua(probs, truth) == pytest.approx((0.5 + 2 / 3) / 2)
     assert arousal_ua(probs[:1], truth[:1]) is None
+
+
+def test_model_card_shows_the_signals_of_the_run_that_measured_them():
+    from streamer.training.model_card import _signals
+
+    def corpus(auc):
+        block = {"angry_auc": auc, "arousal_ua": 0.75}
+        return {"cold": block, "adapted": block, "single_emotion_sessions": block}
+
+    assert _signals({"leave_one_corpus_out": {"tess": {"cold": {"ua": 0.5}}}}) == "(not measured yet)"
+    metrics = {"leave_one_corpus_out": {}, "experiments": {"signals": {"leave_one_corpus_out": {"tess": corpus(0.9)}}}}
+    card = _signals(metrics)
+    assert "Measured by `signals`" in card and "| tess | 0.900 | 0.900 | 0.900 | 0.750 |" in card

@@ -157,6 +157,24 @@ def _experiments(metrics: dict) -> str:
     return _table(header, rows)
 
 
+def _signals(metrics: dict) -> str:
+    """Angry AUC and arousal UA per left-out corpus, from the newest run that measured them."""
+    runs = [("shipped recipe", metrics.get("leave_one_corpus_out", {}))]
+    runs += [(f"`{name}`", b.get("leave_one_corpus_out", {})) for name, b in metrics.get("experiments", {}).items()]
+    measured = [(name, loco) for name, loco in runs if any("angry_auc" in r.get("cold", {}) for r in loco.values())]
+    if not measured:
+        return "(not measured yet)"
+    name, loco = measured[0]
+    modes = ("cold", "adapted", "single_emotion_sessions")
+    rows = [
+        [c, *(_num(loco[c][m].get("angry_auc")) for m in modes), *(_num(loco[c][m].get("arousal_ua")) for m in modes)]
+        for c in ("ravdess", "tess", "nemo")
+        if c in loco
+    ]
+    header = ["left out", "angry AUC cold", "adapted", "single-emotion", "arousal UA cold", "adapted", "single-emotion"]
+    return f"Measured by {name}.\n\n" + _table(header, rows)
+
+
 def _loco_cells(loco: dict) -> list[str]:
     return [
         "—" if c not in loco else f"{_num(loco[c]['ua_cold'])} / {_num(loco[c]['ua_adapted'])}"
@@ -327,6 +345,16 @@ the most adaptation (and least collapse) before single-emotion talkers pay
 for it overall.
 
 {_sweep(loco)}
+
+### The supervisor's signals (leave-one-corpus-out, per clip)
+
+The ROC AUC of the `angry` probability (angry clips against all others:
+how often an angry caller is ranked above a calm one), and the UA of high
+(angry, fearful, happy, surprised) against low (neutral, calm, sad)
+arousal, a clip counted high when its high-arousal probabilities outweigh
+its low ones; `arousal` in the messages is that high-arousal share.
+
+{_signals(metrics)}
 
 ### Recipes tried (leave-one-corpus-out UA, cold / adapted)
 
