@@ -59,13 +59,14 @@ from tools.harness import (
     TICK_S,
     BenchError,
     expected_windows,
-    receive_scores,
+    run_tool,
     speech_like,
     start_offset_s,
     start_stream_server,
     stream_name,
     stream_ticks,
     tree_memory_mb,
+    watch_capacity_run,
 )
 
 FLUSH_S = 1.0  # after the last block: windows in flight reach the client before the analyzer stops
@@ -397,8 +398,6 @@ async def _serve(settings: Settings, model, sources: list[SyntheticSource], sock
 
 
 async def _measure(n_streams: int, seconds: float, ramp_s: float, analysis: str | None) -> dict:
-    from websockets.asyncio.client import connect
-
     proc, ready = await start_stream_server(n_streams, seconds, ramp_s, analysis=analysis)
 
     async def final_line() -> dict:
@@ -410,26 +409,12 @@ async def _measure(n_streams: int, seconds: float, ramp_s: float, analysis: str 
 
     latencies: list[float] = []
     counts: dict[str, int] = {}
-    start_wall = 0.0
 
-    def record(message: dict, arrival: float) -> None:
-        start = start_wall + start_offset_s(int(message["stream"][1:]), ramp_s)
-        latencies.append((arrival - (start + message["t"])) * 1000)
+    def record(message: dict, latency_ms: float, since_start_s: float) -> None:
+        latencies.append(latency_ms)
         counts[message["stream"]] = counts.get(message["stream"], 0) + 1
 
-    try:
-        async with connect(f"ws://127.0.0.1:{ready['port']}/ws", max_size=None, max_queue=None) as ws:
-            proc.stdin.write(b"go\n")
-            await proc.stdin.drain()
-            start_wall = json.loads(await proc.stdout.readline())["start_wall"]
-            result_task = asyncio.create_task(final_line())
-            await receive_scores(ws, result_task, record)
-        result = await result_task
-    finally:
-        if proc.returncode is None:
-            proc.stdin.close()
-            proc.terminate()
-        await proc.wait()
+    result = await watch_capacity_run(proc, ready, ramp_s, record, final_line)
     expected = expected_windows(stream_ticks(seconds) * TICK_S, ready["window_s"], ready["hop_s"])
     per_stream = [counts.get(stream_name(i), 0) for i in range(n_streams)]
     missing = sum(max(0, expected - n) for n in per_stream)
@@ -680,8 +665,4 @@ def format_table(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)

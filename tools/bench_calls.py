@@ -39,6 +39,7 @@ from tools.harness import (
     cpu_seconds,
     expected_windows,
     receive_scores,
+    run_tool,
     speech_like,
     tree_cpu_seconds,
     tree_memory_mb,
@@ -307,8 +308,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)

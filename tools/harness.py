@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -250,6 +251,47 @@ async def receive_scores(
                 record(message, now)
             elif message["type"] == "status" and statuses is not None:
                 statuses[message["stream"]] = message
+
+
+def run_tool(main: Callable[[], int]) -> NoReturn:
+    """Exit with ``main()``'s code; a :class:`BenchError` (a figure that could not be measured) is one line, exit 1."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+async def watch_capacity_run(proc, ready: dict, ramp_s: float, record, until) -> object:
+    """Be the dashboard client of a capacity server from ``start_stream_server``, then stop the server.
+
+    Connects to its ``/ws``, starts its clock, and calls ``record(message,
+    latency_ms, since_start_s)`` for each scores message (latency from the
+    end of the window's audio at the simulated card, ``since_start_s`` from
+    the clock's start) until ``until()`` (reading the server's stdout)
+    returns; returns what it returned.
+    """
+    from websockets.asyncio.client import connect
+
+    start_wall = 0.0
+
+    def on_scores(message: dict, arrival: float) -> None:
+        start = start_wall + start_offset_s(int(message["stream"][1:]), ramp_s)  # stream_name's index
+        record(message, (arrival - (start + message["t"])) * 1000, arrival - start_wall)
+
+    try:
+        async with connect(f"ws://127.0.0.1:{ready['port']}/ws", max_size=None, max_queue=None) as ws:
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+            start_wall = json.loads(await proc.stdout.readline())["start_wall"]
+            reading = asyncio.create_task(until())
+            await receive_scores(ws, reading, on_scores)
+        return await reading
+    finally:
+        if proc.returncode is None:
+            proc.stdin.close()
+            proc.terminate()
+        await proc.wait()
 
 
 # -- a process and its children ---------------------------------------------------------

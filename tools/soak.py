@@ -25,19 +25,16 @@ from tools.harness import (
     TICK_S,
     BenchError,
     expected_windows,
-    receive_scores,
-    start_offset_s,
     start_stream_server,
     stream_name,
     stream_ticks,
+    watch_capacity_run,
 )
 
 RAMP_S = 5.0
 
 
 async def soak(minutes: float, streams: int, log, analysis: str | None = None) -> dict:
-    from websockets.asyncio.client import connect
-
     seconds = minutes * 60
     proc, ready = await start_stream_server(streams, seconds, RAMP_S, report_s=60.0, analysis=analysis)
     log(f"  analysis: {ready['analysis']} x{ready['workers']}")
@@ -77,26 +74,11 @@ async def soak(minutes: float, streams: int, log, analysis: str | None = None) -
                 f"{row['errors']} errors"
             )
 
-    start_wall = 0.0
-
-    def record(message: dict, arrival: float) -> None:
-        start = start_wall + start_offset_s(int(message["stream"][1:]), RAMP_S)
-        latencies.setdefault(int((arrival - start_wall) // 60), []).append((arrival - (start + message["t"])) * 1000)
+    def record(message: dict, latency_ms: float, since_start_s: float) -> None:
+        latencies.setdefault(int(since_start_s // 60), []).append(latency_ms)
         counts[message["stream"]] = counts.get(message["stream"], 0) + 1
 
-    try:
-        async with connect(f"ws://127.0.0.1:{ready['port']}/ws", max_size=None, max_queue=None) as ws:
-            proc.stdin.write(b"go\n")
-            await proc.stdin.drain()
-            start_wall = json.loads(await proc.stdout.readline())["start_wall"]
-            reports = asyncio.create_task(read_reports())
-            await receive_scores(ws, reports, record)
-            await reports
-    finally:
-        if proc.returncode is None:
-            proc.stdin.close()
-            proc.terminate()
-        await proc.wait()
+    await watch_capacity_run(proc, ready, RAMP_S, record, read_reports)
     if not final:
         raise BenchError("the capacity server exited before its counters")
     expected = expected_windows(stream_ticks(seconds) * TICK_S, ready["window_s"], ready["hop_s"])

@@ -26,7 +26,7 @@ from streamer.app.settings import Settings
 
 log = logging.getLogger("streamer")
 TOKEN_ENV = "EMOTION_TOKEN"  # as streamer.core.access (named here for --help)
-DEFAULTS = Settings(stream_id="-")
+DEFAULTS = Settings(stream_id="-")  # the option defaults; --stream-id's is this host's name, taken by argparse
 SHUTDOWN_BUDGET_S = 5.0  # SIGTERM to exit, whatever clients and uploads do
 EXAMPLES = """examples:
   call-emotions                                   # default input device; dashboard on http://127.0.0.1:8765/

@@ -221,12 +221,8 @@ class Hub:
         self._closing.set()
 
     async def close(self) -> None:
-        """The Sink's close: clients closed within ``CLOSE_S``."""
-        await self.close_clients(self.CLOSE_S)
-
-    async def close_clients(self, timeout: float) -> None:
-        """``end_serving``, then wait (at most ``timeout``) until every client's ``serve`` has returned."""
+        """The Sink's close: ``end_serving``, then wait (at most ``CLOSE_S``) for every client's ``serve`` to end."""
         self.end_serving()
         if self._clients:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._clients_gone.wait(), timeout)
+                await asyncio.wait_for(self._clients_gone.wait(), self.CLOSE_S)

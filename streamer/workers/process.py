@@ -275,7 +275,7 @@ class _ProcessSideWorker(AnalysisWorker):
     def __init__(self, conn, model, options: WorkerOptions) -> None:
         self._conn = conn
         self._outbox: list[dict] = []
-        self._figures: dict[str, dict] = {}
+        self._figures: dict[str, AnalysisFigures] = {}
         self._retired: list[str] = []
         super().__init__(
             model,
