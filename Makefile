@@ -3,20 +3,23 @@ EMOTION_DATA_DIR ?= $(abspath ../shared/data)
 export EMOTION_DATA_DIR
 PY := .venv/bin/python
 
-.PHONY: setup train evaluate experiments test lint format
+.PHONY: setup setup-train train evaluate experiments test lint format
 
 setup:
 	scripts/bootstrap.sh test
 
-train: setup        ## the shipped model into models/ (~3.5 min on 2 cores, +6 min feature cache once)
+setup-train:
+	scripts/bootstrap.sh train
+
+train: setup-train        ## the shipped model into models/ (~3.5 min on 2 cores, +6 min feature cache once)
 	$(PY) -m streamer.training.train
 
-evaluate: setup     ## models/metrics.json and models/MODEL_CARD.md (see the README for the time)
+evaluate: setup-train     ## models/metrics.json and models/MODEL_CARD.md (see the README for the time)
 	$(PY) -m streamer.training.evaluate
 
 # Recipes tried and dropped, leave-one-corpus-out only (~20 min each on 2 cores);
 # recorded in metrics.json's "experiments" and the model card.
-experiments: setup
+experiments: setup-train
 	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment no_speaker_adaptation --no-adapt
 	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment band_warp_0.1 --band-warp 0.1
 	$(PY) -m streamer.training.evaluate --only leave_one_corpus_out --experiment corpus_adversarial_0.1 --adversarial 0.1

@@ -219,9 +219,13 @@ function render() {
     speech.textContent = msg.speech ? "speech" : "silence";
     speech.className = "speech pill" + (msg.speech ? "" : " off");
     const top = el(".top", channel.el);
-    top.textContent = msg.top ? `${msg.top} ${(msg.rolling[msg.top] * 100).toFixed(0)}%` : "—";
-    top.style.color = msg.top ? COLORS[msg.top] : "";
+    // Below the model's measured confidence the top emotion is a guess: say so rather than name it.
+    const uncertain = msg.top && msg.confident === false;
+    top.textContent = !msg.top ? "—" : uncertain ? "uncertain"
+      : `${msg.top} ${(msg.rolling[msg.top] * 100).toFixed(0)}%`;
+    top.style.color = msg.top && !uncertain ? COLORS[msg.top] : "";
     channel.el.dataset.top = msg.top || "";
+    channel.el.dataset.confident = uncertain ? "false" : "true";
     el(".bar", channel.el).querySelectorAll("span").forEach((span, i) => {
       span.style.width = msg.rolling ? `${msg.rolling[EMOTIONS[i]] * 100}%` : "0";
     });

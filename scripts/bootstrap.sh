@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make the checkout runnable: system packages (apt-get, when root) and a
 # .venv with the Python dependencies. Idempotent and quick when nothing changed.
-# Usage: scripts/bootstrap.sh [run|test]
+# Usage: scripts/bootstrap.sh [run|test|train]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
@@ -29,6 +29,7 @@ fi
 
 extras=""
 [ "$mode" = test ] && extras="[dev]"
+[ "$mode" = train ] && extras="[dev,train]"
 stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)$mode"
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv" >&2

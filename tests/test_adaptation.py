@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, blend_stats, speaker_stats
+from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, adapted_stats, speaker_stats
 from streamer.core.features import FeatureConfig, FeatureStats, level_normalize, normalize_windows
 
 CONFIG = FeatureConfig()
@@ -71,8 +71,8 @@ def test_weight_zero_gives_the_population_stats():
     stats = adapter(max_weight=0.0).observe(windows(5))
     np.testing.assert_array_equal(stats.mean, np.tile(POPULATION.mean, (5, 1)))
     np.testing.assert_array_equal(stats.std, np.tile(POPULATION.std, (5, 1)))
-    talker = speaker_stats(4.0, np.ones(MELS) * 8, np.ones(MELS) * 20)
-    blended = blend_stats(POPULATION, talker, 0.0)
+    talker = speaker_stats(CONFIG, 4.0, np.ones(MELS) * 8, np.ones(MELS) * 20)
+    blended = adapted_stats(POPULATION, talker, 0.0, 0.0, CONFIG)
     np.testing.assert_array_equal(blended.mean, POPULATION.mean)
     np.testing.assert_array_equal(blended.std, POPULATION.std)
     whole, weight = adapter(max_weight=0.0).stats_for_whole(windows(5))
@@ -134,3 +134,67 @@ def test_observing_no_windows_changes_nothing():
     a = adapter()
     stats = a.observe(np.zeros((0, FRAMES, MELS), np.float32))
     assert stats.mean.shape == (0, MELS) and a.weight == 0.0
+
+
+PROSODY = FeatureConfig(prosody=True)
+LEVEL, VOICED, PITCH = PROSODY.channel("level"), PROSODY.channel("voiced"), PROSODY.channel("pitch")
+
+
+def prosody_windows(n: int, pitch: float, level: float, voiced_share: float = 0.6, seed: int = 0) -> np.ndarray:
+    """Windows of a talker at a pitch (st) and level (dB); unvoiced frames carry pitch 0."""
+    rng = np.random.default_rng(seed)
+    w = np.empty((n, FRAMES, PROSODY.n_features), np.float32)
+    w[..., :MELS] = rng.normal(-40, 6, (n, FRAMES, MELS))
+    w[..., LEVEL] = rng.normal(level, 3, (n, FRAMES))
+    w[..., PROSODY.channel("periodicity")] = rng.uniform(0, 1, (n, FRAMES))
+    voiced = rng.random((n, FRAMES)) < voiced_share
+    w[..., VOICED] = voiced
+    w[..., PITCH] = np.where(voiced, rng.normal(pitch, 1.5, (n, FRAMES)), 0.0)
+    return w
+
+
+def prosody_population() -> FeatureStats:
+    mean = np.zeros(PROSODY.n_features, np.float32)
+    std = np.ones(PROSODY.n_features, np.float32)
+    mean[LEVEL], std[LEVEL], mean[PITCH], std[PITCH] = 25.0, 6.0, 24.0, 4.0
+    return FeatureStats(mean, std)
+
+
+def test_traits_are_centred_on_the_talker_fully_and_fast():
+    """A high-pitched, quiet talker: pitch level and loudness centre on their own, the rest only partly."""
+    config = AdaptationConfig(prior_windows=20, max_weight=0.25, trait_prior_windows=6, trait_weight=1.0)
+    a = SpeakerAdapter(prosody_population(), PROSODY, config)
+    stats = a.observe(prosody_windows(60, pitch=31.0, level=15.0))
+    last_trait = config.trait(60)
+    assert last_trait == pytest.approx(60 / 66) and config.weight(60) == pytest.approx(0.25 * 60 / 80)
+    # The pitch mean is over voiced frames only: unvoiced zeros do not drag it down.
+    assert stats.mean[-1, PITCH] == pytest.approx(last_trait * 31.0 + (1 - last_trait) * 24.0, abs=0.1)
+    assert stats.mean[-1, LEVEL] == pytest.approx(last_trait * 15.0 + (1 - last_trait) * 25.0, abs=0.2)
+    assert stats.std[-1, PITCH] == 4.0 and stats.std[-1, LEVEL] == 6.0  # the population's spread
+    assert stats.mean[0, PITCH] == pytest.approx(config.trait(1) * 31.0 + (1 - config.trait(1)) * 24.0, abs=0.3)
+    # Mel bands move by the capped weight only.
+    weight = config.weight(60)
+    assert np.all(np.abs(stats.mean[-1, :MELS] - (1 - weight) * 0.0) <= weight * 40)
+
+
+def test_a_talker_not_yet_voiced_keeps_the_population_pitch():
+    a = SpeakerAdapter(prosody_population(), PROSODY, AdaptationConfig(max_weight=0.25))
+    stats = a.observe(prosody_windows(3, pitch=31.0, level=15.0, voiced_share=0.0))
+    assert np.all(stats.mean[:, PITCH] == 24.0)
+    assert np.all(stats.mean[:, LEVEL] < 25.0)
+
+
+def test_adaptation_off_turns_trait_centring_off_too():
+    a = SpeakerAdapter(prosody_population(), PROSODY, AdaptationConfig(max_weight=0.0))
+    stats = a.observe(prosody_windows(30, pitch=31.0, level=15.0))
+    np.testing.assert_array_equal(stats.mean, np.tile(prosody_population().mean, (30, 1)))
+
+
+def test_prosody_whole_recording_equals_the_live_end_state():
+    a = SpeakerAdapter(prosody_population(), PROSODY, AdaptationConfig(max_weight=0.25))
+    w = prosody_windows(12, pitch=20.0, level=30.0, seed=4)
+    whole, weight = a.stats_for_whole(w)
+    live = a.observe(w)
+    np.testing.assert_allclose(whole.mean, live.mean[-1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(whole.std, live.std[-1], rtol=1e-5, atol=1e-5)
+    assert weight == a.weight

@@ -46,6 +46,9 @@ def test_real_corpora(data_dir):
     for clip in inventory.clips:
         by_corpus.setdefault(clip.corpus, []).append(clip)
     assert len(by_corpus["ravdess"]) == 1440
+    assert len(by_corpus["emospeech"]) == 2025
+    assert len({c.speaker for c in by_corpus["emospeech"]}) == 107
+    assert {c.emotion for c in by_corpus["emospeech"]} == {"neutral", "angry", "fearful", "happy"}  # calm: neutral
     assert len(by_corpus["tess"]) == 2799  # one upstream file is missing
     assert inventory.skipped == []
     assert {c.speaker for c in by_corpus["tess"]} == {"tess-OAF", "tess-YAF"}

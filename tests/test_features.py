@@ -15,36 +15,42 @@ from streamer.core.features import (
 from streamer.training.trainer import clip_windows, crop
 
 CONFIG = FeatureConfig()
+PROSODY_CONFIG = FeatureConfig(prosody=True)
+BOTH = pytest.mark.parametrize("config", [CONFIG, PROSODY_CONFIG], ids=["mel", "mel+prosody"])
 
 
-def test_frame_count_matches_features():
+@BOTH
+def test_frame_count_matches_features(config):
     rng = np.random.default_rng(0)
-    for n in (0, 500, CONFIG.n_fft, CONFIG.n_fft + 1, CONFIG.window_samples, 12345):
-        frames = frame_features(rng.standard_normal(n).astype(np.float32) * 0.1, CONFIG)
-        assert frames.shape == (frame_count(n, CONFIG), CONFIG.n_mels)
+    for n in (0, 500, config.n_fft, config.n_fft + 1, config.window_samples, 12345):
+        frames = frame_features(rng.standard_normal(n).astype(np.float32) * 0.1, config)
+        assert frames.shape == (frame_count(n, config), config.n_features)
+    assert config.n_features == 64 + 4 * config.prosody
     assert CONFIG.window_frames == frame_count(CONFIG.window_samples, CONFIG) == 97
 
 
-def test_features_are_deterministic(speech_audio):
-    a = frame_features(speech_audio, CONFIG)
-    b = frame_features(speech_audio.copy(), CONFIG)
+@BOTH
+def test_features_are_deterministic(speech_audio, config):
+    a = frame_features(speech_audio, config)
+    b = frame_features(speech_audio.copy(), config)
     assert a.dtype == np.float32
     assert np.array_equal(a, b)
     assert np.all(np.isfinite(a))
 
 
-def test_hop_aligned_slice_equals_features_of_the_slice(speech_audio):
+@BOTH
+def test_hop_aligned_slice_equals_features_of_the_slice(speech_audio, config):
     """Training crops cached clip frames; serving computes a window's frames.
 
     Both must give the model the same input.
     """
-    whole = frame_features(speech_audio, CONFIG)
-    hop = CONFIG.hop_length
+    whole = frame_features(speech_audio, config)
+    hop = config.hop_length
     for start_frame in (0, 7, 25, 50):
         start = start_frame * hop
-        window_audio = speech_audio[start : start + CONFIG.window_samples]
-        served = frame_features(window_audio, CONFIG)
-        trained = crop(whole, CONFIG.window_frames, start_frame)
+        window_audio = speech_audio[start : start + config.window_samples]
+        served = frame_features(window_audio, config)
+        trained = crop(whole, config.window_frames, start_frame)
         np.testing.assert_allclose(served, trained, rtol=0, atol=1e-3)
 
 
@@ -107,12 +113,13 @@ def test_pad_to():
     assert pad_to(np.ones(6, np.float32), 5).size == 6
 
 
-def test_batched_features_equal_one_by_one(speech_audio):
-    windows = np.stack([speech_audio[i * 4000 : i * 4000 + CONFIG.window_samples] for i in range(3)])
-    batched = frame_features(windows, CONFIG)
-    assert batched.shape == (3, CONFIG.window_frames, CONFIG.n_mels)
+@BOTH
+def test_batched_features_equal_one_by_one(speech_audio, config):
+    windows = np.stack([speech_audio[i * 4000 : i * 4000 + config.window_samples] for i in range(3)])
+    batched = frame_features(windows, config)
+    assert batched.shape == (3, config.window_frames, config.n_features)
     for i in range(3):
-        np.testing.assert_allclose(batched[i], frame_features(windows[i], CONFIG), atol=1e-4)
+        np.testing.assert_allclose(batched[i], frame_features(windows[i], config), atol=1e-4)
 
 
 def test_stft_is_librosas(speech_audio):

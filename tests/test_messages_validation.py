@@ -115,6 +115,13 @@ def test_what_we_build_is_what_we_accept():
     assert built_scores["arousal"] == 0.5 and silence["arousal"] is None  # 4 high-arousal emotions x 0.125
     with pytest.raises(ValueError, match="arousal"):
         validate_message(json.dumps(dict(built_scores, arousal=1.5)))
+    # `confident`: does the top's rolling probability reach the model's threshold? None without speech.
+    assert built_scores["confident"] is True and silence["confident"] is None
+    rolling = np.array([0.3, 0.1, 0.1, 0.1, 0.2, 0.1, 0.05, 0.05])
+    assert scores_message("d", "caller", 1.0, rolling, rolling, 1.0, confident_at=0.35)["confident"] is False
+    assert scores_message("d", "caller", 1.0, rolling, rolling, 1.0, confident_at=0.3)["confident"] is True
+    with pytest.raises(ValueError, match="confident"):
+        validate_message(json.dumps(dict(built_scores, confident="yes")))
     built_status = status_message(
         "desk-17", "pulse", "running", 0, 4, lost_s=0.0, channels=["caller"], latency_ms=None, reconnects=0,
         error=None, errors=1, last_error="RuntimeError: x", adaptation=0.25,

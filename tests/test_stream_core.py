@@ -106,6 +106,7 @@ def test_message_formats():
         "top": "happy",
         "latency_ms": 3.21,
         "arousal": 1.0,  # rolling: all happy
+        "confident": True,  # no threshold given
         "adapted": 0.0,
     }
     silent = scores_message("s", "mono", 1.0, None, None, 0.5, adapted=np.float64(0.123456))

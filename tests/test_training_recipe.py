@@ -11,7 +11,7 @@ import pytest
 from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, window_moments
 from streamer.core.features import FeatureConfig, FeatureStats
 from streamer.core.labels import EMOTION_INDEX
-from streamer.training.cache import N_VARIANTS, FeatureCache
+from streamer.training.cache import N_VARIANTS, FeatureCache, relative_levels
 from streamer.training.corpora import Clip, find_clips, parse_nemo_path, read_nemo_labels
 from streamer.training.trainer import (
     HOP_FRAMES,
@@ -44,6 +44,42 @@ def test_nemo_labels_come_from_data_tsv(tmp_path):
     inventory = find_clips(tmp_path, ("nemo",))
     assert sorted(c.path.name for c in inventory.clips) == ["EB0_anger_1.opus", "KS0_surprised_2.opus"]
     assert sorted(p.name for p, _ in inventory.skipped) == ["XX0_boredom_1.opus", "unlisted.opus"]
+
+
+def test_emospeech_labels_come_from_data_tsv_and_calm_is_neutral(tmp_path):
+    root = tmp_path / "emospeech"
+    (root / "samples").mkdir(parents=True)
+    header = "file\tspeaker\temotion\tkeyword\tenvironment\tlocation\tduration_s\n"
+    rows = [
+        "S001_angry_bacho_1.opus\tS001\tangry\tbacho\tsafe\twebservice\t3.157",
+        "S002_calm_help_2.opus\tS002\tcalm\thelp\tsafe\twebservice\t3.157",
+        "S003_bored_no_3.opus\tS003\tbored\tno\tsafe\twebservice\t3.157",
+    ]
+    (root / "data.tsv").write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
+    for name in ("S001_angry_bacho_1.opus", "S002_calm_help_2.opus", "S003_bored_no_3.opus"):
+        (root / "samples" / name).write_bytes(b"x")
+    inventory = find_clips(tmp_path, ("emospeech",))
+    got = sorted((c.corpus, c.speaker, c.emotion) for c in inventory.clips)
+    assert got == [("emospeech", "emospeech-S001", "angry"), ("emospeech", "emospeech-S002", "neutral")]
+    assert [p.name for p, _ in inventory.skipped] == ["S003_bored_no_3.opus"]
+
+
+def test_level_channel_is_made_relative_to_the_speaker():
+    """Clips levelled to one RMS get back their loudness relative to their speaker's median clip."""
+    config = FeatureConfig(prosody=True)
+    clips = [Clip(Path(f"{s}{i}"), "ravdess", s, "angry") for s in ("a", "b") for i in range(3)]
+    frames = np.zeros((len(clips) * N_VARIANTS * 2, config.n_features), np.float16)
+    offsets = np.arange(0, frames.shape[0] + 1, 2)[: len(clips) * N_VARIANTS + 1]
+    offsets = np.stack([offsets[i * N_VARIANTS : i * N_VARIANTS + N_VARIANTS + 1] for i in range(len(clips))])
+    cache = FeatureCache(clips, frames, offsets, [])
+    levels = np.array([-20.0, -26.0, -23.0, -40.0, -30.0, -35.0])
+    relative_levels(cache, levels, config)
+    level = config.channel("level")
+    for i, expected in enumerate([3.0, -3.0, 0.0, -5.0, 5.0, 0.0]):
+        assert np.all(cache.get(i, 0)[:, level] == expected) and np.all(
+            cache.get(i, N_VARIANTS - 1)[:, level] == expected
+        )
+    assert not np.any(cache.frames[:, : config.n_mels])  # the mel bands are untouched
 
 
 @pytest.mark.data
@@ -98,7 +134,7 @@ def test_sampled_speaker_stats_follow_the_speaker():
     train = np.arange(len(cache.clips))
     chosen = np.repeat([0, 6], 400)  # speaker a's and speaker b's first clip
     variants = np.zeros(chosen.size, int)
-    stats = sample_speaker_stats(cache, moments, train, chosen, variants, population, rng)
+    stats = sample_speaker_stats(cache, moments, train, chosen, variants, population, rng, CONFIG)
     assert stats.mean.shape == (chosen.size, CONFIG.n_mels)
     unadapted = np.all(stats.mean == 0, axis=1) & np.all(stats.std == 1, axis=1)
     assert 0.15 < unadapted.mean() < 0.35  # a quarter of windows: the population's statistics

@@ -202,13 +202,23 @@ class StreamAnalyzer:
                 jobs.append(WindowJob(self, ch, *last))
         return jobs
 
-    def complete(self, job: WindowJob, probs: np.ndarray | None) -> dict:
-        """The scores message for a finished window (``probs`` None for silence)."""
+    def complete(self, job: WindowJob, probs: np.ndarray | None, confident_at: float = 0.0) -> dict:
+        """The scores message for a finished window (``probs`` None for silence).
+
+        ``confident_at``: the model's threshold for naming the top emotion.
+        """
         t = job.end / self.config.sample_rate
         rolling = self._rolling[job.channel].update(t, probs)
         latency = (time.perf_counter() - job.cut_at) * 1000.0
         self.windows_done += 1
         self.latency_ms = (self.latency_ms + [latency])[-20:]
         return scores_message(
-            self.stream_id, self.channel_names[job.channel], t, probs, rolling, latency, adapted=job.adapted
+            self.stream_id,
+            self.channel_names[job.channel],
+            t,
+            probs,
+            rolling,
+            latency,
+            adapted=job.adapted,
+            confident_at=confident_at,
         )

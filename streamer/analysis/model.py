@@ -98,6 +98,8 @@ class EmotionModel:
         # Models trained before speaker adaptation have neither key: no adaptation, T = 1.
         self.adaptation = AdaptationConfig.from_dict(meta.get("adaptation"))
         self.temperature: float = float(meta.get("temperature", 1.0))
+        # The calibrated probability from which the top emotion is named, not "uncertain" (measured).
+        self.confident_at: float = float(meta.get("confident_top") or 0.0)
         if (model_dir / MEL_BASIS_NAME).exists():
             use_mel_basis(self.config, np.load(model_dir / MEL_BASIS_NAME))
         self.meta = meta
@@ -133,10 +135,10 @@ class EmotionModel:
         Parameters
         ----------
         frames : np.ndarray
-            ``(n, window_frames, n_mels)`` output of :func:`frame_features`
+            ``(n, window_frames, n_features)`` output of :func:`frame_features`
             sliced into windows (not yet normalised).
         stats : FeatureStats, optional
-            Standardisation from a :class:`SpeakerAdapter`, ``(n_mels,)`` or
+            Standardisation from a :class:`SpeakerAdapter`, ``(n_features,)`` or
             one row per window; default the training population's.
 
         Returns
@@ -144,7 +146,7 @@ class EmotionModel:
         np.ndarray
             ``(n, 8)`` float32 rows summing to 1, temperature-scaled.
         """
-        expected = (self.config.window_frames, self.config.n_mels)
+        expected = (self.config.window_frames, self.config.n_features)
         if frames.ndim != 3 or frames.shape[1:] != expected:
             raise ValueError(f"expected windows of shape (n, {expected[0]}, {expected[1]}), got {frames.shape}")
         x = normalize_windows(frames, self.config, self.stats if stats is None else stats)

@@ -209,17 +209,19 @@ class ScoringStep:
                 job.adapted = 0.0 if job.analyzer.adapters is None else job.analyzer.adapter(job).weight
             return None
         mean, mean_sq = window_moments(frames, self.model.config)
-        steps, population = [], None
+        steps, adapter = [], None
         for job in jobs:  # a channel's jobs come in time order (push and flush cut them so)
             if job.analyzer.adapters is None:
                 job.analyzer.use_adapters(self.model.new_adapter)
             adapter = job.analyzer.adapter(job)
             if job.speech:
                 steps.append(adapter.add(mean[len(steps)], mean_sq[len(steps)]))
-                job.adapted, population = steps[-1].weight, adapter.population
+                job.adapted = steps[-1].weight
             else:
                 job.adapted = adapter.weight
-        return stats_after(population, steps)
+        if adapter is None:
+            return None
+        return stats_after(adapter.population, adapter.feature_config, steps)
 
     def _classify_and_emit(self, jobs: list[WindowJob]) -> None:
         speech = [j for j in jobs if j.speech]
@@ -230,8 +232,9 @@ class ScoringStep:
         except Exception as exc:
             self.fail(f"the model on {len(speech)} windows", [j.analyzer for j in jobs], exc)
             return  # the group's windows are lost (counted); silence in it too, to keep each channel in order
+        confident_at = getattr(self.model, "confident_at", 0.0)
         for job in jobs:
-            message = job.analyzer.complete(job, probs.get(id(job)))
+            message = job.analyzer.complete(job, probs.get(id(job)), confident_at)
             self.windows += 1
             self.latency.observe(message["latency_ms"] / 1000.0)
             self.emit(message)

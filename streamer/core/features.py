@@ -1,7 +1,15 @@
 """The one feature function shared by training, file analysis and live streams.
 
 Features are log-mel frames restricted to the telephone band (300-3400 Hz),
-so wideband and call audio look alike to the model. Frames are computed
+so wideband and call audio look alike to the model, optionally followed by
+four prosody channels per frame (:data:`PROSODY`): the band level in dB,
+periodicity (the peak of the normalised autocorrelation: voice quality,
+harmonics against noise), a voiced flag and the pitch in semitones. Log-mel
+windows are level-normalised, which removes how loud the talker is; the
+level channel keeps it, for speaker adaptation to compare with the talker's
+own normal. Pitch comes from the same band-limited power spectrum as the
+mel bands (an inverse FFT gives the frame's autocorrelation), so it costs
+one more FFT per frame and sees the phone band only, like the model. Frames are computed
 without centring (``center=False``): frame ``i`` covers samples
 ``[i * hop, i * hop + n_fft)``. Hence the frames of any hop-aligned slice of
 a signal are exactly the matching slice of the whole signal's frames, which
@@ -17,6 +25,12 @@ import numpy as np
 import scipy.fft
 
 NORMALIZATIONS = ("level", "cmn")
+PROSODY = ("level", "periodicity", "voiced", "pitch")
+F0_MIN, F0_MAX = 60.0, 450.0  # Hz: the pitch search range
+VOICING_THRESHOLD = 0.5  # normalised autocorrelation peak above which a frame is voiced
+OCTAVE_COST = 0.01  # per octave of lag (Praat's default): a steady voice's period, not a multiple of it
+SILENT_LEVEL_DB = -20.0  # band level below which a frame is never voiced (about -90 dBFS)
+PITCH_REFERENCE_HZ = 50.0  # pitch 0 st at 50 Hz: every voiced frame is positive, unvoiced ones are 0
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,9 @@ class FeatureConfig:
     normalization : str
         ``"level"``: subtract the window's mean log-energy (gain invariance);
         ``"cmn"``: subtract each band's mean over the window (also removes
-        the channel's fixed colouring).
+        the channel's fixed colouring). Mel bands only; never the prosody.
+    prosody : bool
+        Append the :data:`PROSODY` channels to each frame.
     """
 
     sample_rate: int = 16000
@@ -47,6 +63,7 @@ class FeatureConfig:
     fmax: float = 3400.0
     window_s: float = 2.0
     normalization: str = "level"
+    prosody: bool = False
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.hop_length <= 0 or self.n_fft <= 0:
@@ -66,6 +83,17 @@ class FeatureConfig:
     def window_frames(self) -> int:
         return frame_count(self.window_samples, self)
 
+    @property
+    def n_features(self) -> int:
+        """Values per frame: the mel bands, then the prosody channels if any."""
+        return self.n_mels + (len(PROSODY) if self.prosody else 0)
+
+    def channel(self, name: str) -> int:
+        """Index of prosody channel ``name`` in a frame."""
+        if not self.prosody:
+            raise ValueError("these features have no prosody channels")
+        return self.n_mels + PROSODY.index(name)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -76,7 +104,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class FeatureStats:
-    """Per-dimension mean and std of level-normalised training features."""
+    """Per-dimension mean and std of level-normalised training features (``(n_features,)``)."""
 
     mean: np.ndarray = field(repr=False)
     std: np.ndarray = field(repr=False)
@@ -149,7 +177,7 @@ def _hann(n: int) -> np.ndarray:
 
 
 def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Log-mel frames of mono audio at ``config.sample_rate``.
+    """Log-mel frames (and prosody channels) of mono audio at ``config.sample_rate``.
 
     Parameters
     ----------
@@ -161,28 +189,96 @@ def frame_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        ``(..., frame_count(n), n_mels)`` float32, in dB.
+        ``(..., frame_count(n), n_features)`` float32: mel bands in dB, then
+        (with ``config.prosody``) the :data:`PROSODY` channels.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim < 1:
         raise ValueError("audio must have at least one dimension")
     n = frame_count(audio.shape[-1], config)
     if n == 0:
-        return np.zeros((*audio.shape[:-1], 0, config.n_mels), np.float32)
+        return np.zeros((*audio.shape[:-1], 0, config.n_features), np.float32)
     frames = np.lib.stride_tricks.sliding_window_view(audio, config.n_fft, axis=-1)[..., :: config.hop_length, :]
     band, basis = _mel_band(config)
     spectrum = scipy.fft.rfft(frames[..., :n, :] * _hann(config.n_fft), axis=-1, workers=1)[..., band]
     power = spectrum.real**2 + spectrum.imag**2
-    mel = np.matmul(power, basis)
-    return (10.0 * np.log10(np.maximum(mel, 1e-10))).astype(np.float32)
+    mel = 10.0 * np.log10(np.maximum(np.matmul(power, basis), 1e-10))
+    if not config.prosody:
+        return mel.astype(np.float32)
+    return np.concatenate([mel, prosody_frames(power, band, config)], axis=-1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _window_autocorrelation(n: int) -> np.ndarray:
+    """The Hann window's own autocorrelation, normalised: what a frame's is divided by."""
+    w = np.fft.rfft(_hann(n).astype(np.float64), 2 * n)
+    r = np.fft.irfft(np.abs(w) ** 2)[:n]
+    r = r / r[0]
+    r.flags.writeable = False
+    return r
+
+
+def prosody_frames(power: np.ndarray, band: slice, config: FeatureConfig) -> np.ndarray:
+    """The :data:`PROSODY` channels from frames' band power spectra.
+
+    Parameters
+    ----------
+    power : np.ndarray
+        ``(..., n_frames, bins)`` power of the FFT bins ``band`` (the mel
+        filterbank's support), Hann-windowed frames of ``config.n_fft``.
+    band : slice
+    config : FeatureConfig
+
+    Returns
+    -------
+    np.ndarray
+        ``(..., n_frames, 4)``: level (dB, the band's total power), periodicity
+        (0-1), voiced (0 or 1), pitch (semitones above 50 Hz; 0 when unvoiced).
+
+    Notes
+    -----
+    The period is the lag of the highest peak of the frame's autocorrelation
+    divided by the window's (Boersma 1993), less a small cost per octave of
+    lag, refined by a parabola through the peak. On RAVDESS and nEMO clips
+    it agrees with librosa's pYIN within a semitone on about 3 of 4 frames
+    both call voiced; most of the rest are octave errors.
+    """
+    n_fft, rate = config.n_fft, config.sample_rate
+    min_lag = int(np.floor(rate / F0_MAX))
+    max_lag = min(int(np.ceil(rate / F0_MIN)), n_fft // 2 - 2)
+    full = np.zeros((*power.shape[:-1], n_fft // 2 + 1), np.float32)
+    full[..., band] = power
+    r = scipy.fft.irfft(full, n=n_fft, axis=-1, workers=1)[..., : max_lag + 2]
+    energy = r[..., :1]
+    r = r / np.maximum(energy, 1e-20) / _window_autocorrelation(n_fft)[: max_lag + 2]
+    candidates = r[..., min_lag : max_lag + 1]
+    lags = np.arange(min_lag, max_lag + 1)
+    best = np.argmax(candidates - OCTAVE_COST * np.log2(lags / min_lag), axis=-1)[..., None]
+    peak = np.take_along_axis(candidates, best, axis=-1)[..., 0]
+    left = np.take_along_axis(r, best + min_lag - 1, axis=-1)[..., 0]
+    right = np.take_along_axis(r, best + min_lag + 1, axis=-1)[..., 0]
+    curvature = left - 2 * peak + right
+    shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
+    lag = best[..., 0] + min_lag + np.clip(shift, -0.5, 0.5)
+    level = 10.0 * np.log10(np.maximum(power.sum(axis=-1), 1e-10))
+    periodicity = np.clip(peak, 0.0, 1.0)
+    voiced = (periodicity >= VOICING_THRESHOLD) & (level > SILENT_LEVEL_DB)
+    pitch = np.where(voiced, 12.0 * np.log2(rate / lag / PITCH_REFERENCE_HZ), 0.0)
+    return np.stack([level, periodicity, voiced.astype(np.float32), pitch], axis=-1).astype(np.float32)
 
 
 def level_normalize(windows: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Remove each window's level (or each band's mean over the window, ``"cmn"``)."""
-    x = np.asarray(windows, dtype=np.float32)
+    """Remove each window's level from its mel bands (or each band's mean, ``"cmn"``).
+
+    Prosody channels pass unchanged: their level is what speaker adaptation compares.
+    """
+    x = np.array(windows, dtype=np.float32)
+    mel = x[..., : config.n_mels]
     if config.normalization == "level":
-        return x - x.mean(axis=(-2, -1), keepdims=True)
-    return x - x.mean(axis=-2, keepdims=True)
+        mel -= mel.mean(axis=(-2, -1), keepdims=True)
+    else:
+        mel -= mel.mean(axis=-2, keepdims=True)
+    return x
 
 
 def normalize_windows(windows: np.ndarray, config: FeatureConfig, stats: FeatureStats) -> np.ndarray:
@@ -191,21 +287,26 @@ def normalize_windows(windows: np.ndarray, config: FeatureConfig, stats: Feature
     Parameters
     ----------
     windows : np.ndarray
-        ``(window_frames, n_mels)`` or a batch ``(batch, window_frames, n_mels)``.
+        ``(window_frames, n_features)`` or a batch ``(batch, window_frames, n_features)``.
     stats : FeatureStats
-        ``(n_mels,)`` mean and std for all windows, or ``(batch, n_mels)``
+        ``(n_features,)`` mean and std for all windows, or ``(batch, n_features)``
         for one set per window (speaker adaptation).
 
     Returns
     -------
     np.ndarray
-        float32 array of the same shape, ready for the model.
+        float32 array of the same shape, ready for the model. Unvoiced
+        frames' pitch is 0 (the mean), whatever the statistics.
     """
     x = level_normalize(windows, config)
     mean, std = np.asarray(stats.mean), np.asarray(stats.std)
     if mean.ndim == 2:
         mean, std = mean[:, None, :], std[:, None, :]
-    return ((x - mean) / std).astype(np.float32, copy=False)
+    out = ((x - mean) / std).astype(np.float32, copy=False)
+    if config.prosody:
+        pitch = config.channel("pitch")
+        out[..., pitch] *= x[..., config.channel("voiced")]
+    return out
 
 
 def window_starts(n: int, window: int, hop: int) -> list[int]:

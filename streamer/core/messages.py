@@ -34,6 +34,7 @@ def scores_message(
     rolling: np.ndarray | None,
     latency_ms: float,
     adapted: float = 0.0,
+    confident_at: float = 0.0,
 ) -> dict:
     """One analysed window: ``speech`` is False (and ``probs`` null) for silence.
 
@@ -41,7 +42,9 @@ def scores_message(
     sample counter. ``adapted`` is how much the channel's own voice
     statistics weigh in its normalisation now (0-1; speaker adaptation).
     ``arousal`` (0-1) is the rolling scores' high-arousal share, None like
-    ``top`` when no speech is within the horizon.
+    ``top`` when no speech is within the horizon. ``confident`` says whether
+    ``top``'s rolling probability reaches ``confident_at``, the model's
+    measured threshold (below it a display says "uncertain").
     """
     return {
         "type": "scores",
@@ -53,6 +56,7 @@ def scores_message(
         "rolling": _rounded_probs(rolling),
         "top": None if rolling is None else EMOTIONS[int(np.argmax(rolling))],
         "arousal": None if rolling is None else round(min(1.0, arousal(rolling)), 4),
+        "confident": None if rolling is None else bool(np.max(rolling) >= confident_at),
         "latency_ms": round(latency_ms, 2),
         "adapted": round(float(adapted), 3),
     }
@@ -133,6 +137,10 @@ def _flag(value: object) -> bool:
     return value
 
 
+def _flag_or_null(value: object) -> bool | None:
+    return None if value is None else _flag(value)
+
+
 def _one_of(options: tuple[str, ...]) -> Callable[[object], str]:
     def check(value: object) -> str:
         if value not in options:
@@ -181,6 +189,7 @@ SCHEMA: dict[str, dict[str, Callable[[object], object]]] = {
         "rolling": _probs,
         "top": _emotion,
         "arousal": _unit,
+        "confident": _flag_or_null,
         "latency_ms": _number,
         "adapted": _unit,
     },

@@ -24,12 +24,20 @@ def pooled_features(cache: FeatureCache, indices: np.ndarray, config: FeatureCon
     return np.asarray(rows, np.float64)
 
 
-def normalize_per_speaker(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
-    """Each speaker's rows standardised by that speaker's own mean and std."""
-    out = np.empty_like(x)
+def normalize_per_speaker(x: np.ndarray, speakers: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """Each speaker's rows by that speaker's own statistics.
+
+    ``columns`` None: every feature standardised by the speaker's mean and
+    std; else only those columns centred on the speaker's mean.
+    """
+    out = x.copy()
     for speaker in np.unique(speakers):
         rows = speakers == speaker
-        out[rows] = (x[rows] - x[rows].mean(axis=0)) / (x[rows].std(axis=0) + 1e-6)
+        if columns is None:
+            out[rows] = (x[rows] - x[rows].mean(axis=0)) / (x[rows].std(axis=0) + 1e-6)
+        else:
+            block = np.ix_(rows, columns)
+            out[block] = x[block] - x[block].mean(axis=0)
     return out
 
 

@@ -17,19 +17,27 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from streamer.analysis.decode import AudioError, load_audio
-from streamer.core.features import FeatureConfig, frame_features
+from streamer.core.features import (
+    F0_MAX,
+    F0_MIN,
+    OCTAVE_COST,
+    SILENT_LEVEL_DB,
+    VOICING_THRESHOLD,
+    FeatureConfig,
+    frame_features,
+)
 from streamer.training.augment import random_augment, telephone_channel
-from streamer.training.cleaning import clean_clip
+from streamer.training.cleaning import clean_clip, normalize_level, rms_dbfs, trim_silence
 from streamer.training.corpora import CORPORA, Clip, find_clips
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 3  # bump when cleaning or augmentation changes
+CACHE_VERSION = 4  # bump when cleaning or augmentation changes
 N_AUGMENTED = 4
 CLEAN, TELEPHONE = 0, 1  # variant indices; 2.. are random augmentations
 N_VARIANTS = 2 + N_AUGMENTED
@@ -41,7 +49,7 @@ class FeatureCache:
     """Frames of ``clips[i]`` variant ``v`` are ``frames[offsets[i, v]:offsets[i, v + 1]]``."""
 
     clips: list[Clip]
-    frames: np.ndarray  # (total_frames, n_mels) float16
+    frames: np.ndarray  # (total_frames, n_features) float16
     offsets: np.ndarray  # (n_clips, N_VARIANTS + 1) int64
     skipped: list[tuple[str, str]]
 
@@ -77,23 +85,29 @@ def _init_worker(babble_paths: list[str], config: FeatureConfig) -> None:
             _BABBLE.append(clean_clip(load_audio(path, config.sample_rate), config.sample_rate))
 
 
-def _clip_variants(job: tuple[int, str, FeatureConfig]) -> tuple[int, list[np.ndarray] | str]:
+def _clip_variants(job: tuple[int, str, FeatureConfig]) -> tuple[int, tuple[list[np.ndarray], float] | str]:
     index, path, config = job
     try:
-        audio = clean_clip(load_audio(path, config.sample_rate), config.sample_rate)
+        audio = trim_silence(load_audio(path, config.sample_rate), config.sample_rate)
     except AudioError as exc:
         return index, str(exc)
+    level = rms_dbfs(audio)
+    if not np.isfinite(level):
+        return index, "digital silence"
+    audio = normalize_level(audio)
     rng = np.random.default_rng([CACHE_VERSION, index])
     audio = _pad_short(audio, config, rng)
     variants = [audio, telephone_channel(audio, config.sample_rate)]
     for _ in range(N_AUGMENTED):
         variants.append(random_augment(audio, config.sample_rate, rng, _BABBLE))
-    return index, [frame_features(v, config).astype(np.float16) for v in variants]
+    return index, ([frame_features(v, config).astype(np.float16) for v in variants], level)
 
 
 def cache_key(config: FeatureConfig, clips: list[Clip]) -> str:
     # Normalisation is applied per window after caching; it does not change frames.
     settings = {k: v for k, v in config.to_dict().items() if k != "normalization"}
+    if config.prosody:
+        settings["pitch"] = [F0_MIN, F0_MAX, VOICING_THRESHOLD, OCTAVE_COST, SILENT_LEVEL_DB]
     blob = json.dumps([CACHE_VERSION, N_AUGMENTED, settings, [str(c.path) for c in clips]]).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -104,6 +118,8 @@ def build_cache(
     """Load the cache for this data folder and feature config, building what is missing.
 
     One file per corpus, so adding a corpus does not recompute the others.
+    Frames are always cached with the prosody channels; a config without
+    them gets the mel bands only (the same numbers).
     """
     inventory = find_clips(data_dir, corpora)
     babble = [str(c.path) for c in inventory.clips if c.corpus == "tess"][:: max(1, 2800 // BABBLE_CLIPS)]
@@ -111,11 +127,14 @@ def build_cache(
     for corpus in corpora:
         clips = [c for c in inventory.clips if c.corpus == corpus]
         if clips:
-            parts.append(_corpus_cache(clips, config, babble, workers))
+            part = _corpus_cache(clips, replace(config, prosody=True), babble, workers)
+            if not config.prosody:
+                part.frames = np.ascontiguousarray(part.frames[:, : config.n_mels])
+            parts.append(part)
     skipped = [(str(p), why) for p, why in inventory.skipped]
     if not parts:
         return FeatureCache(
-            [], np.zeros((0, config.n_mels), np.float16), np.zeros((0, N_VARIANTS + 1), np.int64), skipped
+            [], np.zeros((0, config.n_features), np.float16), np.zeros((0, N_VARIANTS + 1), np.int64), skipped
         )
     shift = np.cumsum([0] + [p.frames.shape[0] for p in parts[:-1]])
     return FeatureCache(
@@ -133,10 +152,11 @@ def _corpus_cache(clips: list[Clip], config: FeatureConfig, babble: list[str], w
         kept_paths = set(data["paths"].tolist())
         keep = [c for c in clips if str(c.path) in kept_paths]
         skipped = [tuple(s.split("\t", 1)) for s in data["skipped"].tolist()]
-        return FeatureCache(keep, data["frames"], data["offsets"], skipped)  # type: ignore[arg-type]
+        part = FeatureCache(keep, data["frames"], data["offsets"], skipped)  # type: ignore[arg-type]
+        return relative_levels(part, data["levels"], config)
 
     jobs = [(i, str(c.path), config) for i, c in enumerate(clips)]
-    results: dict[int, list[np.ndarray]] = {}
+    results: dict[int, tuple[list[np.ndarray], float]] = {}
     skipped: list[tuple[str, str]] = []
     started = time.monotonic()
     with mp.get_context("fork").Pool(workers or os.cpu_count(), _init_worker, (babble, config)) as pool:
@@ -153,19 +173,43 @@ def _corpus_cache(clips: list[Clip], config: FeatureConfig, babble: list[str], w
                 )
 
     kept = sorted(results)
-    lengths = np.array([[v.shape[0] for v in results[i]] for i in kept], dtype=np.int64)
+    lengths = np.array([[v.shape[0] for v in results[i][0]] for i in kept], dtype=np.int64)
     offsets = np.zeros((len(kept), N_VARIANTS + 1), np.int64)
     offsets[:, 1:] = np.cumsum(lengths, axis=1)
     offsets += np.concatenate([[0], np.cumsum(lengths.sum(axis=1))[:-1]])[:, None]
-    frames = np.concatenate([v for i in kept for v in results[i]])
+    frames = np.concatenate([v for i in kept for v in results[i][0]])
+    levels = np.array([results[i][1] for i in kept])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(
         tmp,
         frames=frames,
         offsets=offsets,
+        levels=levels,
         paths=np.array([str(clips[i].path) for i in kept]),
         skipped=np.array([f"{p}\t{w}" for p, w in skipped] or [""])[: len(skipped)],
     )
     tmp.replace(path)
-    return FeatureCache([clips[i] for i in kept], frames, offsets, skipped)
+    return relative_levels(FeatureCache([clips[i] for i in kept], frames, offsets, skipped), levels, config)
+
+
+def relative_levels(cache: FeatureCache, levels: np.ndarray, config: FeatureConfig) -> FeatureCache:
+    """Give each clip's level channel back its loudness relative to its speaker's median clip.
+
+    Clips are levelled to one RMS before features (so augmentation works at
+    known levels); the level channel should still say "louder than this
+    talker's normal", the first cue of arousal, as a live call's does. Every
+    variant of a clip is shifted by its original RMS minus the speaker's
+    median (in place; a recording session's fixed gain cancels out).
+    """
+    if not config.prosody or not len(cache.clips):
+        return cache
+    speakers = np.array([c.speaker for c in cache.clips])
+    channel = config.channel("level")
+    for speaker in np.unique(speakers):
+        members = np.flatnonzero(speakers == speaker)
+        reference = np.median(levels[members])
+        for i in members:
+            a, b = cache.offsets[i, 0], cache.offsets[i, -1]
+            cache.frames[a:b, channel] += np.float16(levels[i] - reference)
+    return cache

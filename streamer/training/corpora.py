@@ -1,4 +1,4 @@
-"""Finding and labelling the RAVDESS, TESS and nEMO clips in a data folder.
+"""Finding and labelling the RAVDESS, TESS, nEMO and EmoSpeech clips in a data folder.
 
 The folder layout is described in the data folder's README.md. Files whose
 names do not follow the corpus convention are skipped with a warning and
@@ -38,8 +38,14 @@ NEMO_EMOTIONS = {
     "sadness": "sad",
     "surprised": "surprised",
 }
+EMOSPEECH_EMOTIONS = {"calm": "neutral", "angry": "angry", "fearful": "fearful", "happy": "happy"}
 AUDIO_SUFFIXES = {".flac", ".wav", ".opus", ".ogg"}
-CORPORA = ("ravdess", "tess", "nemo")
+CORPORA = ("ravdess", "tess", "nemo", "emospeech")
+# Corpora whose labels and speakers come from a data.tsv: (emotion column, speaker column, emotion map).
+TSV_CORPORA = {
+    "nemo": ("emotion", "speaker_id", NEMO_EMOTIONS),
+    "emospeech": ("emotion", "speaker", EMOSPEECH_EMOTIONS),
+}
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,8 @@ class Clip:
     """One labelled recording."""
 
     path: Path
-    corpus: str  # "ravdess" | "tess" | "nemo"
-    speaker: str  # "ravdess-01" ... "ravdess-24", "tess-OAF", "tess-YAF", "nemo-EB0" ...
+    corpus: str  # "ravdess" | "tess" | "nemo" | "emospeech"
+    speaker: str  # "ravdess-01" ... "ravdess-24", "tess-OAF", "tess-YAF", "nemo-EB0", "emospeech-S001" ...
     emotion: str
 
     @property
@@ -103,25 +109,39 @@ def parse_tess_path(path: Path) -> Clip | None:
     return Clip(path, "tess", f"tess-{speaker}", TESS_EMOTIONS[emotion])
 
 
-def read_nemo_labels(tsv: Path) -> dict[str, tuple[str, str]]:
-    """``file_id -> (speaker, emotion)`` from nEMO's ``data.tsv``; rows it cannot map are left out."""
+def read_tsv_labels(tsv: Path, corpus: str = "nemo") -> dict[str, tuple[str, str]]:
+    """``file -> (speaker, emotion)`` from a corpus's ``data.tsv``; rows it cannot map are left out.
+
+    nEMO names files in ``file_id``, EmoSpeech in ``file``; EmoSpeech's
+    ``calm`` counts as neutral (its README says so).
+    """
+    emotion_column, speaker_column, emotions = TSV_CORPORA[corpus]
     labels: dict[str, tuple[str, str]] = {}
     with tsv.open(encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            emotion = NEMO_EMOTIONS.get((row.get("emotion") or "").strip())
-            speaker = (row.get("speaker_id") or "").strip()
-            if emotion and speaker and row.get("file_id"):
-                labels[row["file_id"].strip()] = (speaker, emotion)
+            emotion = emotions.get((row.get(emotion_column) or "").strip())
+            speaker = (row.get(speaker_column) or "").strip()
+            name = (row.get("file_id") or row.get("file") or "").strip()
+            if emotion and speaker and name:
+                labels[name] = (speaker, emotion)
     return labels
 
 
-def parse_nemo_path(path: Path, labels: dict[str, tuple[str, str]]) -> Clip | None:
-    """nEMO: ``data.tsv`` decides speaker and emotion (not the file name)."""
+def read_nemo_labels(tsv: Path) -> dict[str, tuple[str, str]]:
+    """``file_id -> (speaker, emotion)`` from nEMO's ``data.tsv``."""
+    return read_tsv_labels(tsv, "nemo")
+
+
+def parse_tsv_path(path: Path, labels: dict[str, tuple[str, str]], corpus: str = "nemo") -> Clip | None:
+    """nEMO, EmoSpeech: ``data.tsv`` decides speaker and emotion (not the file name)."""
     entry = labels.get(path.name)
     if entry is None:
         return None
     speaker, emotion = entry
-    return Clip(path, "nemo", f"nemo-{speaker}", emotion)
+    return Clip(path, corpus, f"{corpus}-{speaker}", emotion)
+
+
+parse_nemo_path = parse_tsv_path
 
 
 def find_clips(data_dir: Path, corpora: tuple[str, ...] = CORPORA) -> Inventory:
@@ -133,12 +153,12 @@ def find_clips(data_dir: Path, corpora: tuple[str, ...] = CORPORA) -> Inventory:
         if not root.is_dir():
             log.warning("no %s folder under %s", corpus, data_dir)
             continue
-        if corpus == "nemo":
+        if corpus in TSV_CORPORA:
             tsv = root / "data.tsv"
             if not tsv.is_file():
-                log.warning("skipping nemo: no data.tsv in %s", root)
+                log.warning("skipping %s: no data.tsv in %s", corpus, root)
                 continue
-            parse = functools.partial(parse_nemo_path, labels=read_nemo_labels(tsv))
+            parse = functools.partial(parse_tsv_path, labels=read_tsv_labels(tsv, corpus), corpus=corpus)
             reason = "not listed in data.tsv"
         else:
             parse = parse_ravdess_name if corpus == "ravdess" else parse_tess_path

@@ -58,9 +58,16 @@ from streamer.training.baseline import (
 )
 from streamer.training.cache import CLEAN, TELEPHONE, FeatureCache, build_cache
 from streamer.training.corpora import CORPORA, resolve_data_dir
-from streamer.training.metrics import arousal_ua, mean_over_folds, roc_auc, summarize
+from streamer.training.metrics import (
+    arousal_ua,
+    confidence_curve,
+    confident_threshold,
+    mean_over_folds,
+    roc_auc,
+    summarize,
+)
 from streamer.training.model_card import write_model_card
-from streamer.training.train import ADAPTATION, MODELS_DIR
+from streamer.training.train import ADAPTATION, FEATURES, MODELS_DIR
 from streamer.training.trainer import (
     ClipMoments,
     TrainSettings,
@@ -72,7 +79,7 @@ from streamer.training.trainer import (
 
 PROTOCOLS = ("leave_one_corpus_out", "ravdess_cv", "tess_holdout", "random_split")
 CALM, NEUTRAL = EMOTION_INDEX["calm"], EMOTION_INDEX["neutral"]
-SWEEP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SWEEP_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -121,6 +128,9 @@ class Evaluation:
         self.everything = np.arange(len(cache.clips))
         self.moments: ClipMoments | None = clip_moments(cache, config) if settings.adapt else None
         self.pooled: np.ndarray | None = None  # clip-pooled features for the linear baseline
+        self.egemaps: tuple[np.ndarray, np.ndarray] | None = None  # eGeMAPS functionals, trait columns
+        self.sweep = True  # leave-one-corpus-out also sweeps the adaptation limit
+        self.unseen: list = []  # (window predictions, truth) of each left-out corpus, streamed as sessions
         # How "adapted" scores are computed: as served, or not at all for a model trained without it.
         self.adaptation = ADAPTATION if settings.adapt else AdaptationConfig(max_weight=0.0)
 
@@ -139,6 +149,12 @@ class Evaluation:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(everything, indent=1) + "\n")
         tmp.replace(self.path)
+
+    def calibration(self) -> dict:
+        """This run's calibration, else the one on file (an experiment runs no RAVDESS folds)."""
+        if "calibration" in self.metrics or not self.path.exists():
+            return self.metrics.get("calibration", {})
+        return json.loads(self.path.read_text()).get("calibration", {})
 
     def train(self, train: np.ndarray, label: str):
         return train_model(self.cache, train, self.config, self.settings, label=label, moments=self.moments)
@@ -197,69 +213,135 @@ def _public(block: dict) -> dict:
     return {k: v for k, v in block.items() if not k.startswith("_")}
 
 
-def leave_one_corpus_out(ev: Evaluation) -> None:
-    results = {}
-    for held in CORPORA:
-        test = ev.everything[ev.corpus == held]
-        train = ev.everything[ev.corpus != held]
-        if not test.size or not train.size:
-            continue
-        trained = set(ev.labels[train].tolist())
-        classes = sorted({NEUTRAL if c == CALM else c for c in ev.labels[test].tolist()} & (trained | {NEUTRAL}))
-        model, stats = ev.train(train, f"without {held}")
-        scored = evaluate_clips(ev, model, stats, test, classes=classes)
-        sweep = {}
-        for weight in SWEEP_WEIGHTS:  # how far adaptation may go: mixed against single-emotion sessions
-            adaptation = replace(ADAPTATION, max_weight=weight)
-            row = evaluate_clips(ev, model, stats, test, CLEAN, classes, ("adapted", "single_emotion"), adaptation)
-            sweep[str(weight)] = {
-                "ua_adapted": row["adapted"]["ua"],
-                "max_class_share_adapted": row["adapted"]["max_class_share"],
-                "ua_single_emotion": row["single_emotion"]["ua"],
-                "max_class_share_single_emotion": row["single_emotion"]["max_class_share"],
+HEADLINE = {  # per mode: what the seeds summary keeps
+    "ua": ("cold", "adapted", "single_emotion"),
+    "angry_auc": ("cold", "adapted", "single_emotion"),
+    "arousal_ua": ("cold", "adapted", "single_emotion"),
+    "max_class_share": ("cold", "adapted", "single_emotion"),
+}
+
+
+def seed_summary(runs: list[dict]) -> dict:
+    """Mean, sd and values over seeds of each headline number (``<metric>_<mode>``)."""
+    out = {}
+    for metric, modes in HEADLINE.items():
+        for mode in modes:
+            values = [run[mode][metric] for run in runs]
+            out[f"{metric}_{mode}"] = {
+                "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                "values": values,
             }
-        results[held] = {
-            "classes": [EMOTIONS[c] for c in classes],
-            "train_corpora": sorted(set(ev.corpus[train].tolist())),
-            "ua_cold": scored["cold"]["ua"],
-            "ua_adapted": scored["adapted"]["ua"],
-            "ua_single_emotion_sessions": scored["single_emotion"]["ua"],
-            "max_class_share_cold": scored["cold"]["max_class_share"],
-            "max_class_share_adapted": scored["adapted"]["max_class_share"],
-            "max_class_share_single_emotion_sessions": scored["single_emotion"]["max_class_share"],
-            "cold": _public(scored["cold"]),
-            "adapted": _public(scored["adapted"]),
-            "single_emotion_sessions": _public(scored["single_emotion"]),
-            "max_weight_sweep": sweep,
+    return out
+
+
+def leave_one_corpus_out(ev: Evaluation, seeds: tuple[int, ...] = (0,)) -> None:
+    """Train without each corpus, test on it; the first seed in full, every seed's headline numbers."""
+    results: dict = {}
+    runs: dict[str, list[dict]] = {}
+    base = ev.settings
+    for n, seed in enumerate(seeds):
+        ev.settings = replace(base, seed=seed)
+        for held in CORPORA:
+            test = ev.everything[ev.corpus == held]
+            train = ev.everything[ev.corpus != held]
+            if not test.size or not train.size:
+                continue
+            trained = set(ev.labels[train].tolist())
+            classes = sorted({NEUTRAL if c == CALM else c for c in ev.labels[test].tolist()} & (trained | {NEUTRAL}))
+            model, stats = ev.train(train, f"without {held}, seed {seed}")
+            scored = evaluate_clips(ev, model, stats, test, classes=classes)
+            runs.setdefault(held, []).append({mode: _public(block) for mode, block in scored.items()})
+            print(
+                f"without {held}, seed {seed}: UA cold {scored['cold']['ua']:.3f} adapted "
+                f"{scored['adapted']['ua']:.3f} single-emotion {scored['single_emotion']['ua']:.3f}; angry AUC "
+                f"{scored['cold']['angry_auc']:.3f}; arousal UA {scored['cold']['arousal_ua']:.3f}",
+                file=sys.stderr,
+            )
+            if n == 0:
+                results[held] = loco_details(ev, model, stats, train, test, classes, scored)
+                ev.unseen.append((scored["adapted"]["_windows"], truth_of(ev, test, classes)))
+            results[held]["seeds"] = {"seeds": list(seeds[: n + 1]), **seed_summary(runs[held])}
+            ev.metrics["leave_one_corpus_out"] = results
+            ev.save()
+    ev.settings = base
+
+
+def loco_details(ev: Evaluation, model, stats, train, test, classes, scored: dict) -> dict:
+    """One left-out corpus in full: every mode, the adaptation sweep and the linear baselines."""
+    sweep = {}
+    for weight in SWEEP_WEIGHTS if ev.sweep else ():  # how far adaptation may go: mixed against single-emotion sessions
+        adaptation = replace(ADAPTATION, max_weight=weight)
+        row = evaluate_clips(ev, model, stats, test, CLEAN, classes, ("adapted", "single_emotion"), adaptation)
+        sweep[str(weight)] = {
+            "ua_adapted": row["adapted"]["ua"],
+            "max_class_share_adapted": row["adapted"]["max_class_share"],
+            "ua_single_emotion": row["single_emotion"]["ua"],
+            "max_class_share_single_emotion": row["single_emotion"]["max_class_share"],
         }
-        results[held]["linear_baseline"] = linear_baseline(ev, train, test, classes)
-        r = results[held]
-        print(
-            f"without {held}: UA cold {r['ua_cold']:.3f} adapted {r['ua_adapted']:.3f} "
-            f"single-emotion {r['ua_single_emotion_sessions']:.3f}; max share {r['max_class_share_cold']:.2f} / "
-            f"{r['max_class_share_adapted']:.2f}",
-            file=sys.stderr,
-        )
-        ev.metrics["leave_one_corpus_out"] = results
-        ev.save()
+    return {
+        "classes": [EMOTIONS[c] for c in classes],
+        "train_corpora": sorted(set(ev.corpus[train].tolist())),
+        "ua_cold": scored["cold"]["ua"],
+        "ua_adapted": scored["adapted"]["ua"],
+        "ua_single_emotion_sessions": scored["single_emotion"]["ua"],
+        "max_class_share_cold": scored["cold"]["max_class_share"],
+        "max_class_share_adapted": scored["adapted"]["max_class_share"],
+        "max_class_share_single_emotion_sessions": scored["single_emotion"]["max_class_share"],
+        "cold": _public(scored["cold"]),
+        "adapted": _public(scored["adapted"]),
+        "single_emotion_sessions": _public(scored["single_emotion"]),
+        "max_weight_sweep": sweep,
+        "linear_baseline": linear_baseline(ev, train, test, classes),
+    }
 
 
 def linear_baseline(ev: Evaluation, train: np.ndarray, test: np.ndarray, classes: list[int]) -> dict:
-    """UA of the softmax-regression baseline, raw and with features standardised per speaker."""
+    """Softmax regression on clip-level features, per normalisation: UA, collapse, the two signals.
+
+    Log-mel statistics (raw; standardised per speaker) and, with the
+    ``train`` extra installed, eGeMAPS functionals (global statistics; every
+    feature standardised per talker; only the talker's traits centred). Per
+    talker means by all of the talker's clips, as one session would give.
+    """
     if ev.pooled is None:
         ev.pooled = pooled_features(ev.cache, ev.everything, ev.config)
+        ev.egemaps = egemaps_or_none(ev.cache.clips)
     truth = truth_of(ev, test, classes)
     weights = sampling_weights(ev.cache, train, dict(ev.settings.corpus_share))
+    variants = {
+        "ua_raw": ev.pooled,
+        "ua_speaker_normalised": normalize_per_speaker(ev.pooled, ev.speaker),
+    }
+    if ev.egemaps is not None:
+        x, traits = ev.egemaps
+        variants["ua_egemaps_global"] = x
+        variants["ua_egemaps_per_talker"] = normalize_per_speaker(x, ev.speaker)
+        variants["ua_egemaps_traits_centred"] = normalize_per_speaker(x, ev.speaker, traits)
     out = {}
-    for name, x in (
-        ("ua_raw", ev.pooled),
-        ("ua_speaker_normalised", normalize_per_speaker(ev.pooled, ev.speaker)),
-    ):
+    for name, x in variants.items():
         model = fit_softmax_regression(x[train], ev.labels[train], weights)
-        predicted = restricted_predictions(predict_softmax_regression(model, x[test]), classes)
+        probs = predict_softmax_regression(model, x[test])
+        predicted = restricted_predictions(probs, classes)
         out[name] = summarize(truth, predicted)["ua"]
         out[name.replace("ua_", "max_class_share_")] = max_class_share(predicted)
+        out[name.replace("ua_", "angry_auc_")] = roc_auc(
+            probs[:, EMOTION_INDEX["angry"]], truth == EMOTION_INDEX["angry"]
+        )
+        out[name.replace("ua_", "arousal_ua_")] = arousal_ua(probs, truth)
     return out
+
+
+def egemaps_or_none(clips) -> tuple[np.ndarray, np.ndarray] | None:
+    """eGeMAPS functionals of every clip (missing ones filled with the mean) and the trait columns."""
+    try:
+        from streamer.training.egemaps import egemaps_features, feature_names, trait_columns
+    except ImportError:
+        print("eGeMAPS baseline skipped: install the train extra (pip install -e .[train])", file=sys.stderr)
+        return None
+    x = egemaps_features(clips)
+    x = np.where(np.isnan(x), np.nanmean(x, axis=0), x)
+    return x, trait_columns(feature_names())
 
 
 def calibrate(fold_windows: list, fold_truth: list[np.ndarray]) -> dict:
@@ -335,9 +417,9 @@ def single_split(ev: Evaluation, key: str, label: str, train: np.ndarray, test: 
     ev.save()
 
 
-def run_protocols(ev: Evaluation, protocols: tuple[str, ...]) -> None:
+def run_protocols(ev: Evaluation, protocols: tuple[str, ...], seeds: tuple[int, ...] = (0,)) -> None:
     if "leave_one_corpus_out" in protocols:
-        leave_one_corpus_out(ev)
+        leave_one_corpus_out(ev, seeds)
     if "ravdess_cv" in protocols:
         ravdess_cv(ev)
     if "tess_holdout" in protocols:
@@ -350,18 +432,48 @@ def run_protocols(ev: Evaluation, protocols: tuple[str, ...]) -> None:
         test = ev.everything[stratified_holdout(ev.labels, 0.25, seed=2)]
         note = "old protocol: same speakers in train and test; overstates accuracy"
         single_split(ev, "random_split", "random split", np.setdiff1d(ev.everything, test), test, note)
+    if ev.unseen:
+        ev.metrics["confidence"] = confidence(ev)
     ev.metrics.pop("cross_corpus_ravdess_to_tess", None)  # superseded by leave_one_corpus_out
     ev.save()
 
 
+CONFIDENT_PRECISION = 0.5  # a top emotion the floor view names is right at least half the time
+
+
+def confidence(ev: Evaluation) -> dict:
+    """When may the floor view name the top emotion rather than "uncertain"?
+
+    Measured on voices no model had heard: the left-out corpora's clips
+    scored as sessions (the adapted mode: a clip's windows averaged, as the
+    rolling scores average a call's last seconds), with the fitted
+    temperature, as served. The threshold is the lowest probability at
+    which the top emotion is right at least :data:`CONFIDENT_PRECISION` of
+    the time over all left-out corpora.
+    """
+    temperature = ev.calibration().get("temperature", 1.0)
+    probs = np.concatenate([windows.clip_probs(temperature) for windows, _ in ev.unseen])
+    truth = np.concatenate([t for _, t in ev.unseen])
+    curve = confidence_curve(probs, truth)
+    return {
+        "threshold": confident_threshold(curve, CONFIDENT_PRECISION),
+        "precision_target": CONFIDENT_PRECISION,
+        "temperature": temperature,
+        "curve": curve,
+        "note": "left-out corpora, clips streamed as one session per speaker; top-1 right with calm as neutral",
+    }
+
+
 def ship_temperature(metrics: dict, out: Path) -> None:
-    """Put the fitted temperature into the shipped model's config.json, if there is one."""
+    """Put the fitted temperature and confidence threshold into the shipped model's config.json, if there is one."""
     config_path = out / "config.json"
     temperature = metrics.get("calibration", {}).get("temperature")
     if temperature is None or not config_path.exists():
         return
     config = json.loads(config_path.read_text())
     config["temperature"] = round(float(temperature), 4)
+    if "confidence" in metrics:
+        config["confident_top"] = metrics["confidence"]["threshold"]
     config_path.write_text(json.dumps(config, indent=1) + "\n")
 
 
@@ -371,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     parser.add_argument("--epochs", type=int, default=TrainSettings.epochs)
     parser.add_argument("--only", nargs="+", choices=PROTOCOLS, default=PROTOCOLS)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="leave-one-corpus-out training seeds (mean ± sd)"
+    )
     parser.add_argument("--no-adapt", action="store_true", help="train and score without speaker adaptation")
     parser.add_argument("--band-warp", type=float, default=TrainSettings.band_warp)
     parser.add_argument("--adversarial", type=float, default=TrainSettings.adversarial)
@@ -378,7 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiment", metavar="NAME", help="record results under metrics.json's experiments.NAME (tried recipes)"
     )
-    parser.add_argument("--corpus-share", nargs=3, type=float, metavar=("RAVDESS", "TESS", "NEMO"))
+    parser.add_argument("--corpus-share", nargs=4, type=float, metavar=("RAVDESS", "TESS", "NEMO", "EMOSPEECH"))
+    parser.add_argument("--corpora", nargs="+", choices=CORPORA, default=CORPORA, help="train and test on these only")
+    parser.add_argument("--no-prosody", action="store_true", help="log-mel bands only (the earlier recipe)")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the adaptation-limit sweep (faster)")
     parser.add_argument("--card-only", action="store_true", help="re-render MODEL_CARD.md from metrics.json")
     args = parser.parse_args(argv)
     if args.card_only:
@@ -387,8 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     started = time.monotonic()
-    config = FeatureConfig()
-    cache = build_cache(resolve_data_dir(args.data), config)
+    config = replace(FEATURES, prosody=not args.no_prosody)
+    cache = build_cache(resolve_data_dir(args.data), config, corpora=tuple(args.corpora))
     settings = replace(
         TrainSettings(),
         epochs=args.epochs,
@@ -401,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, corpus_share=tuple(zip(CORPORA, args.corpus_share)))
     args.out.mkdir(parents=True, exist_ok=True)
     evaluation = Evaluation(cache, config, settings, args.out, args.experiment)
-    run_protocols(evaluation, tuple(args.only))
+    evaluation.sweep = not args.no_sweep
+    run_protocols(evaluation, tuple(args.only), tuple(args.seeds))
     if args.experiment is None:
         ship_temperature(evaluation.metrics, args.out)
     write_model_card(json.loads((args.out / "metrics.json").read_text()), args.out)

@@ -84,3 +84,37 @@ def arousal_ua(probs: np.ndarray, truth: np.ndarray) -> float | None:
         return None
     said_high = probs[:, high_idx].sum(axis=1) > probs[:, low_idx].sum(axis=1)
     return float((said_high[is_high].mean() + (~said_high[is_low]).mean()) / 2)
+
+
+CONFIDENCE_GRID = tuple(round(t, 2) for t in np.arange(0.20, 0.96, 0.05))
+
+
+def confidence_curve(probs: np.ndarray, truth: np.ndarray) -> list[dict]:
+    """How often the top emotion is right when its probability is at least ``t``, and how often it is.
+
+    Per threshold of :data:`CONFIDENCE_GRID`: ``precision`` (top-1 right,
+    calm counted as neutral) and ``coverage`` (share of items at or above).
+    """
+    top = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    neutral, calm = EMOTION_INDEX["neutral"], EMOTION_INDEX["calm"]
+    correct = (top == truth) | ((top == calm) & (truth == neutral)) | ((top == neutral) & (truth == calm))
+    rows = []
+    for t in CONFIDENCE_GRID:
+        shown = confidence >= t
+        rows.append(
+            {
+                "threshold": t,
+                "precision": float(correct[shown].mean()) if shown.any() else None,
+                "coverage": float(shown.mean()),
+            }
+        )
+    return rows
+
+
+def confident_threshold(curve: list[dict], precision: float, min_coverage: float = 0.02) -> float | None:
+    """The lowest threshold whose shown tops are right at least ``precision`` of the time (None: none is)."""
+    for row in curve:
+        if row["precision"] is not None and row["precision"] >= precision and row["coverage"] >= min_coverage:
+            return row["threshold"]
+    return None

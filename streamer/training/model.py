@@ -31,7 +31,7 @@ class GradientReversal(layers.Layer):
 
 def build_model(
     frames: int,
-    n_mels: int,
+    n_features: int,
     n_classes: int,
     batch_size: int | None = None,
     n_domains: int = 0,
@@ -46,7 +46,7 @@ def build_model(
     layers toward features that do not tell the corpora apart. Serving uses
     :func:`emotion_only` (same weights, no domain head).
     """
-    inputs = keras.Input((frames, n_mels), batch_size=batch_size, name="features")
+    inputs = keras.Input((frames, n_features), batch_size=batch_size, name="features")
     x = inputs
     for _ in range(2):
         x = layers.Conv1D(96, 5, padding="same", use_bias=False)(x)
@@ -85,7 +85,7 @@ def export_litert(model: keras.Model, batch_size: int) -> bytes:
     and a batch-1 model cannot be resized under XNNPack, so one file is
     written per batch size.
     """
-    _, frames, n_mels = model.input_shape
-    fixed = build_model(frames, n_mels, model.output_shape[-1], batch_size=batch_size)
+    _, frames, n_features = model.input_shape
+    fixed = build_model(frames, n_features, model.output_shape[-1], batch_size=batch_size)
     fixed.set_weights(model.get_weights())
     return tf.lite.TFLiteConverter.from_keras_model(fixed).convert()

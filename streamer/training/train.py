@@ -32,10 +32,18 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 # prior_windows speech windows (10 s of speech). max_weight from the leave-one-corpus-out
 # sweep in the model card: beyond 0.25, single-emotion talkers lose more than mixed sessions gain.
 ADAPTATION = AdaptationConfig(prior_windows=20.0, max_weight=0.25)
+FEATURES = FeatureConfig(prosody=True)  # the shipped recipe's features
 
 
 def save_model(
-    model, stats, config: FeatureConfig, settings: TrainSettings, out: Path, trained_on: dict, temperature: float
+    model,
+    stats,
+    config: FeatureConfig,
+    settings: TrainSettings,
+    out: Path,
+    trained_on: dict,
+    temperature: float,
+    confident_top: float | None = None,
 ) -> None:
     """Write the Keras file, the LiteRT files and config.json into ``out``."""
     from streamer.training.model import export_litert
@@ -52,6 +60,7 @@ def save_model(
         "hop_s": 0.5,
         "adaptation": (ADAPTATION if settings.adapt else AdaptationConfig(max_weight=0.0)).to_dict(),
         "temperature": round(float(temperature), 4),
+        "confident_top": confident_top,
         "parameters": int(model.count_params()),
         "train_settings": asdict(settings),
         "trained_on": trained_on,
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     started = time.monotonic()
-    config = FeatureConfig()
+    config = FEATURES
     cache = build_cache(resolve_data_dir(args.data), config)
     print(f"{len(cache.clips)} clips, {len(cache.skipped)} skipped", file=sys.stderr)
     settings = TrainSettings(epochs=args.epochs)
@@ -78,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     for clip in cache.clips:
         counts[clip.corpus] = counts.get(clip.corpus, 0) + 1
     metrics_path = args.out / "metrics.json"
-    calibration = json.loads(metrics_path.read_text()).get("calibration", {}) if metrics_path.exists() else {}
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    calibration = metrics.get("calibration", {})
     if "temperature" not in calibration:
         print("no fitted temperature in metrics.json (run 'make evaluate'): using 1.0", file=sys.stderr)
     temperature = calibration.get("temperature", 1.0)
+    confident_top = metrics.get("confidence", {}).get("threshold")
     trained_on = {"clips": counts, "skipped": len(cache.skipped)}
-    save_model(model, stats, config, settings, args.out, trained_on, temperature)
+    save_model(model, stats, config, settings, args.out, trained_on, temperature, confident_top)
     print(f"wrote {args.out} in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return 0
 

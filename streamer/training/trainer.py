@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.analysis.scoring import recording_stats
-from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, blend_stats, speaker_stats, window_moments
+from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, adapted_stats, speaker_stats, window_moments
 from streamer.core.calibration import apply_temperature
 from streamer.core.features import FeatureConfig, FeatureStats, normalize_windows, window_starts
 from streamer.core.labels import EMOTIONS
@@ -40,7 +40,7 @@ class TrainSettings:
     learning_rate: float = 2e-3
     label_smoothing: float = 0.1
     seed: int = 0
-    corpus_share: tuple[tuple[str, float], ...] = (("ravdess", 0.45), ("tess", 0.15), ("nemo", 0.4))
+    corpus_share: tuple[tuple[str, float], ...] = (("ravdess", 0.35), ("tess", 0.1), ("nemo", 0.3), ("emospeech", 0.25))
     adapt: bool = True  # speaker-adapted standardisation (else the population's only)
     band_warp: float = 0.0  # max relative stretch of the mel axis (VTLP-like), 0 = off
     adversarial: float = 0.0  # weight of a corpus classifier behind gradient reversal, 0 = off
@@ -71,12 +71,17 @@ def crop(frames: np.ndarray, length: int, start: int) -> np.ndarray:
 
 
 def estimate_stats(cache: FeatureCache, indices: np.ndarray, config: FeatureConfig, seed: int = 0) -> FeatureStats:
-    """Mean/std of level-normalised features over sampled training windows."""
+    """Mean/std of level-normalised features over sampled training windows (pitch: voiced frames)."""
     rng = np.random.default_rng(seed)
-    identity = FeatureStats(np.zeros(config.n_mels, np.float32), np.ones(config.n_mels, np.float32))
+    identity = FeatureStats(np.zeros(config.n_features, np.float32), np.ones(config.n_features, np.float32))
     sample = _draw_windows(cache, indices, None, config, rng, 2000)[0]
-    x = normalize_windows(sample, config, identity).reshape(-1, config.n_mels)
-    return FeatureStats(x.mean(axis=0).astype(np.float32), (x.std(axis=0) + 1e-3).astype(np.float32))
+    x = normalize_windows(sample, config, identity).reshape(-1, config.n_features)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-3
+    if config.prosody:
+        pitch = config.channel("pitch")
+        voiced = x[x[:, config.channel("voiced")] > 0, pitch]
+        mean[pitch], std[pitch] = voiced.mean(), voiced.std() + 1e-3
+    return FeatureStats(mean.astype(np.float32), std.astype(np.float32))
 
 
 def _draw_windows(
@@ -91,7 +96,7 @@ def _draw_windows(
     chosen = rng.choice(indices, size=count, p=weights)
     variants = rng.choice(N_VARIANTS, size=count, p=VARIANT_P)
     length = config.window_frames
-    batch = np.empty((count, length, config.n_mels), np.float32)
+    batch = np.empty((count, length, config.n_features), np.float32)
     for row, (clip, variant) in enumerate(zip(chosen, variants)):
         frames = cache.get(clip, variant)
         start = int(rng.integers(max(1, frames.shape[0] - length + 1)))
@@ -108,16 +113,15 @@ class ClipMoments:
     """Window moments summed per clip and variant: the material of speaker statistics."""
 
     count: np.ndarray  # (n_clips, N_VARIANTS) windows
-    total: np.ndarray  # (n_clips, N_VARIANTS, n_mels)
-    total_sq: np.ndarray  # (n_clips, N_VARIANTS, n_mels)
+    total: np.ndarray  # (n_clips, N_VARIANTS, n_features)
+    total_sq: np.ndarray  # (n_clips, N_VARIANTS, n_features)
 
 
 def clip_moments(cache: FeatureCache, config: FeatureConfig) -> ClipMoments:
     """Sums of :func:`window_moments` over each clip's sliding windows, per variant."""
     n = len(cache.clips)
-    out = ClipMoments(
-        np.zeros((n, N_VARIANTS)), np.zeros((n, N_VARIANTS, config.n_mels)), np.zeros((n, N_VARIANTS, config.n_mels))
-    )
+    dims = config.n_features
+    out = ClipMoments(np.zeros((n, N_VARIANTS)), np.zeros((n, N_VARIANTS, dims)), np.zeros((n, N_VARIANTS, dims)))
     for i in range(n):
         for v in range(N_VARIANTS):
             mean, mean_sq = window_moments(clip_windows(cache.get(i, v).astype(np.float32), config, HOP_FRAMES), config)
@@ -135,6 +139,7 @@ def sample_speaker_stats(
     variants: np.ndarray,
     population: FeatureStats,
     rng: np.random.Generator,
+    config: FeatureConfig,
 ) -> FeatureStats:
     """Per-window standardisation as a live channel would have it at a random moment.
 
@@ -142,7 +147,8 @@ def sample_speaker_stats(
     seconds); the rest a uniform random weight of their speaker's statistics,
     estimated from a random number of the speaker's training clips in the
     same variant, a quarter of the time all of one emotion (a talker who is
-    one emotion all along).
+    one emotion all along). The traits' weight is drawn on its own (serving
+    centres them faster and further than the rest).
     """
     by_speaker: dict[str, np.ndarray] = {}
     by_speaker_emotion: dict[tuple[str, int], np.ndarray] = {}
@@ -154,6 +160,7 @@ def sample_speaker_stats(
     total = np.zeros((len(chosen), population.mean.size))
     total_sq = np.zeros_like(total)
     weight = np.where(rng.random(len(chosen)) < 0.25, 0.0, rng.random(len(chosen)))
+    trait = np.where(rng.random(len(chosen)) < 0.25, 0.0, rng.random(len(chosen)))
     for row, (clip_index, variant) in enumerate(zip(chosen, variants)):
         clip = cache.clips[clip_index]
         pool = by_speaker_emotion[(clip.speaker, clip.label)] if rng.random() < 0.25 else by_speaker[clip.speaker]
@@ -162,11 +169,16 @@ def sample_speaker_stats(
         count[row] = moments.count[subset, variant].sum()
         total[row] = moments.total[subset, variant].sum(axis=0)
         total_sq[row] = moments.total_sq[subset, variant].sum(axis=0)
-    return blend_stats(population, speaker_stats(count, total, total_sq), weight)
+    return adapted_stats(population, speaker_stats(config, count, total, total_sq), weight, trait, config)
 
 
-def warp_bands(batch: np.ndarray, max_warp: float, rng: np.random.Generator) -> np.ndarray:
-    """Stretch each window's mel axis by a random factor in ``1 ± max_warp`` (vocal-tract length)."""
+def warp_bands(batch: np.ndarray, max_warp: float, rng: np.random.Generator, n_mels: int | None = None) -> np.ndarray:
+    """Stretch each window's mel axis by a random factor in ``1 ± max_warp`` (vocal-tract length).
+
+    Only the first ``n_mels`` values of a frame (default: all) are bands; the rest pass unchanged.
+    """
+    if n_mels is not None and n_mels < batch.shape[-1]:
+        return np.concatenate([warp_bands(batch[..., :n_mels], max_warp, rng), batch[..., n_mels:]], axis=-1)
     count, _, bands = batch.shape
     alpha = rng.uniform(1 - max_warp, 1 + max_warp, size=count)
     src = np.clip(np.arange(bands)[None, :] * alpha[:, None], 0, bands - 1)  # (count, bands)
@@ -187,9 +199,13 @@ def mixup(x: np.ndarray, target: np.ndarray, alpha: float, rng: np.random.Genera
     return mixed.astype(np.float32), lam[:, None] * target + (1 - lam[:, None]) * target[other]
 
 
-def spec_augment(batch: np.ndarray, rng: np.random.Generator) -> None:
-    """In place: two frequency and two time masks per window (set to the mean, 0)."""
-    count, frames, bands = batch.shape
+def spec_augment(batch: np.ndarray, rng: np.random.Generator, bands: int | None = None) -> None:
+    """In place: two frequency masks (within the first ``bands`` values) and two time masks per window.
+
+    Masked values are set to 0, the standardised mean.
+    """
+    count, frames, dims = batch.shape
+    bands = dims if bands is None else bands
     for row in range(count):
         for _ in range(2):
             width = rng.integers(0, 9)
@@ -225,7 +241,7 @@ def train_model(
         moments = clip_moments(cache, config)
     corpora = sorted({cache.clips[i].corpus for i in train_indices})
     adversarial = settings.adversarial > 0 and len(corpora) > 1
-    model = build_model(config.window_frames, config.n_mels, len(EMOTIONS), n_domains=len(corpora) * adversarial)
+    model = build_model(config.window_frames, config.n_features, len(EMOTIONS), n_domains=len(corpora) * adversarial)
     total = settings.epochs * settings.steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, total, warmup_target=None)
     emotion_loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
@@ -243,12 +259,12 @@ def train_model(
         count = settings.steps_per_epoch * settings.batch_size
         x, y, chosen, variants = _draw_windows(cache, train_indices, weights, config, rng, count)
         if settings.band_warp > 0:
-            x = warp_bands(x, settings.band_warp, rng)
+            x = warp_bands(x, settings.band_warp, rng, config.n_mels)
         window_stats = stats
         if settings.adapt:
-            window_stats = sample_speaker_stats(cache, moments, train_indices, chosen, variants, stats, rng)
+            window_stats = sample_speaker_stats(cache, moments, train_indices, chosen, variants, stats, rng, config)
         x = normalize_windows(x, config, window_stats)
-        spec_augment(x, rng)
+        spec_augment(x, rng, config.n_mels)
         target = keras.utils.to_categorical(y, len(EMOTIONS))
         if settings.mixup > 0:
             x, target = mixup(x, target, settings.mixup, rng)
@@ -318,7 +334,7 @@ def predict_clips(
     """
     per_clip = [clip_windows(cache.get(i, variant).astype(np.float32), config, HOP_FRAMES) for i in indices]
     bounds = np.cumsum([0] + [w.shape[0] for w in per_clip])
-    mean = np.empty((bounds[-1], config.n_mels), np.float32)
+    mean = np.empty((bounds[-1], config.n_features), np.float32)
     std = np.empty_like(mean)
     weights = np.empty(bounds[-1])
     if sessions is None:
