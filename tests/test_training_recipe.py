@@ -11,7 +11,7 @@ import pytest
 from streamer.core.adaptation import AdaptationConfig, SpeakerAdapter, window_moments
 from streamer.core.features import FeatureConfig, FeatureStats
 from streamer.core.labels import EMOTION_INDEX
-from streamer.training.cache import N_VARIANTS, FeatureCache, relative_levels
+from streamer.training.cache import N_VARIANTS, FeatureCache, recorded_levels
 from streamer.training.corpora import Clip, find_clips, parse_nemo_path, read_nemo_labels
 from streamer.training.trainer import (
     HOP_FRAMES,
@@ -64,8 +64,8 @@ def test_emospeech_labels_come_from_data_tsv_and_calm_is_neutral(tmp_path):
     assert [p.name for p, _ in inventory.skipped] == ["S003_bored_no_3.opus"]
 
 
-def test_level_channel_is_made_relative_to_the_speaker():
-    """Clips levelled to one RMS get back their loudness relative to their speaker's median clip."""
+def test_level_channel_gets_back_the_recorded_loudness():
+    """Clips levelled to one RMS (-23 dBFS) get back, in the level channel only, the level they were recorded at."""
     config = FeatureConfig(prosody=True)
     clips = [Clip(Path(f"{s}{i}"), "ravdess", s, "angry") for s in ("a", "b") for i in range(3)]
     frames = np.zeros((len(clips) * N_VARIANTS * 2, config.n_features), np.float16)
@@ -73,9 +73,9 @@ def test_level_channel_is_made_relative_to_the_speaker():
     offsets = np.stack([offsets[i * N_VARIANTS : i * N_VARIANTS + N_VARIANTS + 1] for i in range(len(clips))])
     cache = FeatureCache(clips, frames, offsets, [])
     levels = np.array([-20.0, -26.0, -23.0, -40.0, -30.0, -35.0])
-    relative_levels(cache, levels, config)
+    recorded_levels(cache, levels, config)
     level = config.channel("level")
-    for i, expected in enumerate([3.0, -3.0, 0.0, -5.0, 5.0, 0.0]):
+    for i, expected in enumerate([3.0, -3.0, 0.0, -17.0, -7.0, -12.0]):
         assert np.all(cache.get(i, 0)[:, level] == expected) and np.all(
             cache.get(i, N_VARIANTS - 1)[:, level] == expected
         )

@@ -33,7 +33,7 @@ from streamer.core.features import (
     frame_features,
 )
 from streamer.training.augment import random_augment, telephone_channel
-from streamer.training.cleaning import clean_clip, normalize_level, rms_dbfs, trim_silence
+from streamer.training.cleaning import TARGET_RMS_DBFS, clean_clip, normalize_level, rms_dbfs, trim_silence
 from streamer.training.corpora import CORPORA, Clip, find_clips
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def _corpus_cache(clips: list[Clip], config: FeatureConfig, babble: list[str], w
         keep = [c for c in clips if str(c.path) in kept_paths]
         skipped = [tuple(s.split("\t", 1)) for s in data["skipped"].tolist()]
         part = FeatureCache(keep, data["frames"], data["offsets"], skipped)  # type: ignore[arg-type]
-        return relative_levels(part, data["levels"], config)
+        return recorded_levels(part, data["levels"], config)
 
     jobs = [(i, str(c.path), config) for i, c in enumerate(clips)]
     results: dict[int, tuple[list[np.ndarray], float]] = {}
@@ -190,26 +190,23 @@ def _corpus_cache(clips: list[Clip], config: FeatureConfig, babble: list[str], w
         skipped=np.array([f"{p}\t{w}" for p, w in skipped] or [""])[: len(skipped)],
     )
     tmp.replace(path)
-    return relative_levels(FeatureCache([clips[i] for i in kept], frames, offsets, skipped), levels, config)
+    return recorded_levels(FeatureCache([clips[i] for i in kept], frames, offsets, skipped), levels, config)
 
 
-def relative_levels(cache: FeatureCache, levels: np.ndarray, config: FeatureConfig) -> FeatureCache:
-    """Give each clip's level channel back its loudness relative to its speaker's median clip.
+def recorded_levels(cache: FeatureCache, levels: np.ndarray, config: FeatureConfig) -> FeatureCache:
+    """Give each clip's level channel back the loudness it was recorded at.
 
     Clips are levelled to one RMS before features (so augmentation works at
-    known levels); the level channel should still say "louder than this
-    talker's normal", the first cue of arousal, as a live call's does. Every
-    variant of a clip is shifted by its original RMS minus the speaker's
-    median (in place; a recording session's fixed gain cancels out).
+    known levels), but the level channel must carry what a live call's
+    does: "louder than this talker's normal", the first cue of arousal, on
+    top of a channel gain nobody knows (trait adaptation removes the
+    talker's own level). Every variant of a clip is shifted by its recorded
+    RMS minus the levelled one, in place.
     """
     if not config.prosody or not len(cache.clips):
         return cache
-    speakers = np.array([c.speaker for c in cache.clips])
     channel = config.channel("level")
-    for speaker in np.unique(speakers):
-        members = np.flatnonzero(speakers == speaker)
-        reference = np.median(levels[members])
-        for i in members:
-            a, b = cache.offsets[i, 0], cache.offsets[i, -1]
-            cache.frames[a:b, channel] += np.float16(levels[i] - reference)
+    for i in range(len(cache.clips)):
+        a, b = cache.offsets[i, 0], cache.offsets[i, -1]
+        cache.frames[a:b, channel] += np.float16(levels[i] - TARGET_RMS_DBFS)
     return cache
