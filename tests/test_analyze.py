@@ -14,9 +14,9 @@ from streamer.core.labels import EMOTIONS
 from tests.conftest import ROOT, write_audio
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, module: str = "streamer.analysis.files") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamer.analysis.files", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -117,6 +117,14 @@ def test_human_readable_output(files):
     first, second = proc.stdout.splitlines()
     assert "speech windows" in first and "%" in first
     assert second.endswith("no speech")
+
+
+def test_first_name_still_works(files):
+    """``python -m streamer.analyze`` (the command's first name) is the same analyzer."""
+    old = run_cli(str(files["speech"]), "--jsonl", module="streamer.analyze")
+    new = run_cli(str(files["speech"]), "--jsonl")
+    assert old.returncode == 0 and old.stderr == new.stderr
+    assert json.loads(old.stdout)["overall"] == json.loads(new.stdout)["overall"]
 
 
 def test_missing_model_is_one_line(tmp_path, files):

@@ -192,7 +192,7 @@ def test_calibration_is_cross_fitted_and_helps_overconfident_folds():
         probs = sharp / sharp.sum(axis=1, keepdims=True)
         folds.append(WindowPredictions(probs, np.arange(301), np.zeros(300)))
         truth.append(labels)
-    result = calibrate(folds, truth)
+    result = calibrate(folds, truth, "test folds")
     assert 3.0 < result["temperature"] < 5.5
     assert result["ece_after"] < result["ece_before"] / 2
 

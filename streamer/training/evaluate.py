@@ -18,14 +18,17 @@ adapted
 Protocols
 ---------
 leave_one_corpus_out
-    For each of RAVDESS, TESS and nEMO: train on the other two, test on it
-    over the classes it shares with them (calm counts as neutral).
+    For each corpus: train on the others, test on it over the classes it
+    shares with them (calm counts as neutral), for each training seed.
+    ``calibration``: the temperature and the ECE before and after it, from
+    the left-out corpora's clips (see :func:`calibrate`): the model is
+    calibrated on voices it never heard, as real callers are.
+    ``confidence``: from which probability the top emotion is named.
 ravdess_cv
     Speaker-independent 6-fold CV on RAVDESS: fold k tests actors
-    4k-3 .. 4k and trains on the other 20 actors plus TESS and nEMO.
+    4k-3 .. 4k and trains on the other 20 actors plus the other corpora.
     ``ravdess_cv_telephone``: the same models, test audio through the
-    telephone channel. ``calibration``: the temperature and the ECE before
-    and after it, from these folds (see :func:`calibrate`).
+    telephone channel.
 tess_holdout
     Stratified 25 % of TESS; only two speakers, both also in training, so
     it does not measure generalisation to new speakers.
@@ -149,12 +152,6 @@ class Evaluation:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(everything, indent=1) + "\n")
         tmp.replace(self.path)
-
-    def calibration(self) -> dict:
-        """This run's calibration, else the one on file (an experiment runs no RAVDESS folds)."""
-        if "calibration" in self.metrics or not self.path.exists():
-            return self.metrics.get("calibration", {})
-        return json.loads(self.path.read_text()).get("calibration", {})
 
     def train(self, train: np.ndarray, label: str):
         return train_model(self.cache, train, self.config, self.settings, label=label, moments=self.moments)
@@ -344,13 +341,13 @@ def egemaps_or_none(clips) -> tuple[np.ndarray, np.ndarray] | None:
     return x, trait_columns(feature_names())
 
 
-def calibrate(fold_windows: list, fold_truth: list[np.ndarray]) -> dict:
+def calibrate(fold_windows: list, fold_truth: list[np.ndarray], note: str) -> dict:
     """Temperature from out-of-fold predictions only, and ECE (15 bins) before and after.
 
     Each fold's test clips were unseen by that fold's model. The temperature
     applied to fold k is fitted on the other folds' clips (cross-fitting), so
     no clip is scored with a temperature fitted on itself; the shipped
-    temperature is fitted on all folds (speakers the shipped model trained
+    temperature is fitted on all folds (clips the shipped model trained
     on, so fitting it touches training data only).
     """
     clip_probs = [w.clip_probs() for w in fold_windows]
@@ -368,13 +365,12 @@ def calibrate(fold_windows: list, fold_truth: list[np.ndarray]) -> dict:
         "temperature": temperature,
         "ece_before": expected_calibration_error(np.concatenate(before), truth),
         "ece_after": expected_calibration_error(np.concatenate(after), truth),
-        "note": "RAVDESS 6-fold test clips (cold); fold k scaled by a temperature fitted on the other folds",
+        "note": note,
     }
 
 
 def ravdess_cv(ev: Evaluation) -> None:
     folds = {"cold": [], "adapted": [], "single_emotion": [], "telephone": [], "telephone_adapted": []}
-    fold_windows, fold_truth = [], []
     for k in range(1, 7):
         held = np.arange(4 * k - 3, 4 * k + 1)
         test = ev.everything[(ev.corpus == "ravdess") & np.isin(ev.actor, held)]
@@ -391,8 +387,6 @@ def ravdess_cv(ev: Evaluation) -> None:
             ("telephone_adapted", phone["adapted"]),
         ):
             folds[key].append({**info, **_public(block)})
-        fold_windows.append(wide["cold"]["_windows"])
-        fold_truth.append(ev.labels[test])
         print(
             f"fold {k}: UA {wide['cold']['ua']:.3f}, adapted {wide['adapted']['ua']:.3f}, "
             f"telephone {phone['cold']['ua']:.3f}",
@@ -406,7 +400,6 @@ def ravdess_cv(ev: Evaluation) -> None:
     telephone["ua_adapted"] = mean_over_folds(folds["telephone_adapted"])["ua"]
     ev.metrics["ravdess_cv"] = cv
     ev.metrics["ravdess_cv_telephone"] = telephone
-    ev.metrics["calibration"] = calibrate(fold_windows, fold_truth)
     ev.save()
 
 
@@ -433,6 +426,9 @@ def run_protocols(ev: Evaluation, protocols: tuple[str, ...], seeds: tuple[int, 
         note = "old protocol: same speakers in train and test; overstates accuracy"
         single_split(ev, "random_split", "random split", np.setdiff1d(ev.everything, test), test, note)
     if ev.unseen:
+        windows, truth = zip(*ev.unseen)
+        note = "left-out corpora's clips, streamed as one session per speaker; corpus k scaled by a temperature "
+        ev.metrics["calibration"] = calibrate(list(windows), list(truth), note + "fitted on the other corpora")
         ev.metrics["confidence"] = confidence(ev)
     ev.metrics.pop("cross_corpus_ravdess_to_tess", None)  # superseded by leave_one_corpus_out
     ev.save()
@@ -451,7 +447,7 @@ def confidence(ev: Evaluation) -> dict:
     which the top emotion is right at least :data:`CONFIDENT_PRECISION` of
     the time over all left-out corpora.
     """
-    temperature = ev.calibration().get("temperature", 1.0)
+    temperature = ev.metrics["calibration"]["temperature"]
     probs = np.concatenate([windows.clip_probs(temperature) for windows, _ in ev.unseen])
     truth = np.concatenate([t for _, t in ev.unseen])
     curve = confidence_curve(probs, truth)

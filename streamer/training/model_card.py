@@ -463,11 +463,12 @@ the TESS hold-out's two speakers are in training.
 
 ### Calibration
 
-Expected calibration error (15 bins) of the RAVDESS folds' test clips (cold):
-{_num(cal.get("ece_before"))} before and {_num(cal.get("ece_after"))} after temperature scaling; each fold
-scaled by a temperature fitted on the other folds' clips (never on its own).
-The shipped temperature, {_num(cal.get("temperature"))}, is fitted on all folds' out-of-fold
-predictions: speakers the shipped model trained on, so no test data.
+Calibrated where it matters, on voices the model never heard: expected
+calibration error (15 bins) of the left-out corpora's clips (each speaker's
+clips streamed as one session): {_num(cal.get("ece_before"))} before and {_num(cal.get("ece_after"))} after temperature
+scaling; each left-out corpus scaled by a temperature fitted on the others'
+clips (never on its own). The shipped temperature, {_num(cal.get("temperature"))}, is fitted on
+all of them: clips the shipped model trained on, so no test data.
 
 ### When the floor view names the top emotion
 
