@@ -244,27 +244,35 @@ def prosody_frames(power: np.ndarray, band: slice, config: FeatureConfig) -> np.
     both call voiced; most of the rest are octave errors.
     """
     n_fft, rate = config.n_fft, config.sample_rate
-    min_lag = int(np.floor(rate / F0_MAX))
-    max_lag = min(int(np.ceil(rate / F0_MIN)), n_fft // 2 - 2)
+    low, high, inverse_window, octave_cost = _lag_search(n_fft, rate)
     full = np.zeros((*power.shape[:-1], n_fft // 2 + 1), np.float32)
     full[..., band] = power
-    r = scipy.fft.irfft(full, n=n_fft, axis=-1, workers=1)[..., : max_lag + 2]
-    energy = r[..., :1]
-    r = r / np.maximum(energy, 1e-20) / _window_autocorrelation(n_fft)[: max_lag + 2]
-    candidates = r[..., min_lag : max_lag + 1]
-    lags = np.arange(min_lag, max_lag + 1)
-    best = np.argmax(candidates - OCTAVE_COST * np.log2(lags / min_lag), axis=-1)[..., None]
-    peak = np.take_along_axis(candidates, best, axis=-1)[..., 0]
-    left = np.take_along_axis(r, best + min_lag - 1, axis=-1)[..., 0]
-    right = np.take_along_axis(r, best + min_lag + 1, axis=-1)[..., 0]
+    r = scipy.fft.irfft(full, n=n_fft, axis=-1, workers=1)
+    # Lags low-1 .. high+1 (the peak's neighbours included), normalised by lag 0 and by the window's.
+    scale = 1.0 / np.maximum(r[..., :1], 1e-20)
+    span = r[..., low - 1 : high + 2] * inverse_window
+    span *= scale
+    best = np.argmax(span[..., 1:-1] - octave_cost, axis=-1)[..., None]
+    left, peak, right = np.moveaxis(np.take_along_axis(span, best + np.arange(3), axis=-1), -1, 0)
     curvature = left - 2 * peak + right
     shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
-    lag = best[..., 0] + min_lag + np.clip(shift, -0.5, 0.5)
+    lag = best[..., 0] + low + np.clip(shift, -0.5, 0.5)
     level = 10.0 * np.log10(np.maximum(power.sum(axis=-1), 1e-10))
     periodicity = np.clip(peak, 0.0, 1.0)
     voiced = (periodicity >= VOICING_THRESHOLD) & (level > SILENT_LEVEL_DB)
     pitch = np.where(voiced, 12.0 * np.log2(rate / lag / PITCH_REFERENCE_HZ), 0.0)
-    return np.stack([level, periodicity, voiced.astype(np.float32), pitch], axis=-1).astype(np.float32)
+    return np.stack([level, periodicity, voiced, pitch], axis=-1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _lag_search(n_fft: int, rate: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Lags searched for the period, the inverse of the window's autocorrelation over them
+    (with one lag either side) and the octave cost of each (float32: the search runs per frame)."""
+    low = int(np.floor(rate / F0_MAX))
+    high = min(int(np.ceil(rate / F0_MIN)), n_fft // 2 - 2)
+    inverse_window = (1.0 / _window_autocorrelation(n_fft)[low - 1 : high + 2]).astype(np.float32)
+    octave_cost = (OCTAVE_COST * np.log2(np.arange(low, high + 1) / low)).astype(np.float32)
+    return low, high, inverse_window, octave_cost
 
 
 def level_normalize(windows: np.ndarray, config: FeatureConfig) -> np.ndarray:
