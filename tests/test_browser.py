@@ -195,7 +195,7 @@ def test_top_emotion_below_the_models_confidence_reads_uncertain(start_analyzer,
     top = '.channel[data-stream="{}"][data-channel="caller"] .top'
     page.wait_for_selector(top.format("desk-2"), timeout=5_000)
     page.wait_for_function(f"() => document.querySelector('{top.format('desk-1')}').textContent === 'uncertain'")
-    assert page.inner_text(top.format("desk-2")) == "angry 65%"
+    assert page.text_content(top.format("desk-2")) == "angry 65%"
     assert page.inner_text('[data-stream="desk-1"] .summary-top') == "uncertain"
     sockets[-1].send(json.dumps([scores("desk-1", True, 2.5)]))  # confident again: named
     page.wait_for_function(f"() => document.querySelector('{top.format('desk-1')}').textContent === 'angry 65%'")

@@ -13,19 +13,20 @@ from streamer.analysis.model import (
     EmotionModel,
     litert_name,
 )
+from streamer.core.features import FeatureConfig
 from streamer.core.labels import EMOTIONS
 
 
 def random_windows(model, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    shape = (n, model.config.window_frames, model.config.n_mels)
+    shape = (n, model.config.window_frames, model.config.n_features)
     return (rng.standard_normal(shape) * 10 - 40).astype(np.float32)
 
 
 def test_shipped_files_are_small_and_complete():
     meta = json.loads((DEFAULT_MODEL_DIR / CONFIG_NAME).read_text())
     assert meta["labels"] == list(EMOTIONS)
-    assert len(meta["normalization"]["mean"]) == meta["features"]["n_mels"]
+    assert len(meta["normalization"]["mean"]) == FeatureConfig.from_dict(meta["features"]).n_features
     files = [KERAS_NAME, *(litert_name(b) for b in LITERT_BATCH_SIZES)]
     total = sum((DEFAULT_MODEL_DIR / f).stat().st_size for f in files)
     assert total < 20e6

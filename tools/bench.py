@@ -127,7 +127,7 @@ def baseline(model_dir: Path, windows: int) -> dict:
     import librosa
 
     from streamer.analysis.model import KERAS_NAME, EmotionModel
-    from streamer.core.features import normalize_windows
+    from streamer.core.features import normalize_windows, prosody_frames
 
     meta = EmotionModel(model_dir)  # config and normalisation only
     net = keras.models.load_model(model_dir / KERAS_NAME, compile=False)
@@ -135,21 +135,21 @@ def baseline(model_dir: Path, windows: int) -> dict:
     audio = speech_like(config.window_s + windows * HOP_S + 1, seed=2)
     hop = int(HOP_S * config.sample_rate)
     features, inference = [], []
-    net.predict(np.zeros((1, config.window_frames, config.n_mels), np.float32), verbose=0)
+    net.predict(np.zeros((1, config.window_frames, config.n_features), np.float32), verbose=0)
+    basis = librosa.filters.mel(
+        sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax
+    )
+    used = np.flatnonzero(basis.any(axis=0))
+    band = slice(int(used[0]), int(used[-1]) + 1)
     for i in range(windows):
         window = audio[i * hop : i * hop + config.window_samples]
         t0 = time.perf_counter()
-        mel = librosa.feature.melspectrogram(
-            y=window,
-            sr=config.sample_rate,
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-            fmin=config.fmin,
-            fmax=config.fmax,
-            center=False,
-        )
-        x = normalize_windows(librosa.power_to_db(mel, amin=1e-10, top_db=None).T, config, meta.stats)
+        stft = librosa.stft(window, n_fft=config.n_fft, hop_length=config.hop_length, center=False, window="hann")
+        power = np.abs(stft) ** 2
+        frames = librosa.power_to_db(basis @ power, amin=1e-10, top_db=None).T
+        if config.prosody:  # the same channels from the whole window's spectrum
+            frames = np.concatenate([frames, prosody_frames(power.T[:, band], band, config)], axis=1)
+        x = normalize_windows(frames, config, meta.stats)
         t1 = time.perf_counter()
         net.predict(x[None], verbose=0)
         t2 = time.perf_counter()

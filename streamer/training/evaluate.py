@@ -70,7 +70,7 @@ from streamer.training.metrics import (
     summarize,
 )
 from streamer.training.model_card import write_model_card
-from streamer.training.train import ADAPTATION, FEATURES, MODELS_DIR
+from streamer.training.train import ADAPTATION, FEATURES, MODELS_DIR, TRAINING_CORPORA
 from streamer.training.trainer import (
     ClipMoments,
     TrainSettings,
@@ -129,6 +129,7 @@ class Evaluation:
         self.labels = np.array([c.label for c in cache.clips])
         self.speaker = np.array([c.speaker for c in cache.clips])
         self.everything = np.arange(len(cache.clips))
+        self.trainable = self.everything  # clips of the corpora models train on (the rest are tested only)
         self.moments: ClipMoments | None = clip_moments(cache, config) if settings.adapt else None
         self.pooled: np.ndarray | None = None  # clip-pooled features for the linear baseline
         self.egemaps: tuple[np.ndarray, np.ndarray] | None = None  # eGeMAPS functionals, trait columns
@@ -241,7 +242,7 @@ def leave_one_corpus_out(ev: Evaluation, seeds: tuple[int, ...] = (0,)) -> None:
         ev.settings = replace(base, seed=seed)
         for held in CORPORA:
             test = ev.everything[ev.corpus == held]
-            train = ev.everything[ev.corpus != held]
+            train = ev.trainable[ev.corpus[ev.trainable] != held]  # a corpus outside training: tested only
             if not test.size or not train.size:
                 continue
             trained = set(ev.labels[train].tolist())
@@ -374,7 +375,7 @@ def ravdess_cv(ev: Evaluation) -> None:
     for k in range(1, 7):
         held = np.arange(4 * k - 3, 4 * k + 1)
         test = ev.everything[(ev.corpus == "ravdess") & np.isin(ev.actor, held)]
-        train = np.setdiff1d(ev.everything, test)
+        train = np.setdiff1d(ev.trainable, test)
         model, stats = ev.train(train, f"fold {k}/6")
         info = {"fold": k, "test_actors": held.tolist(), "n_train_clips": int(train.size)}
         wide = evaluate_clips(ev, model, stats, test, CLEAN)
@@ -420,11 +421,11 @@ def run_protocols(ev: Evaluation, protocols: tuple[str, ...], seeds: tuple[int, 
         strata = ev.labels[tess] * 2 + (ev.speaker[tess] == "tess-YAF")  # by emotion and speaker
         test = tess[stratified_holdout(strata, 0.25, seed=1)]
         note = "2 speakers, both in training: does not measure generalisation"
-        single_split(ev, "tess_holdout", "tess holdout", np.setdiff1d(ev.everything, test), test, note)
+        single_split(ev, "tess_holdout", "tess holdout", np.setdiff1d(ev.trainable, test), test, note)
     if "random_split" in protocols:
-        test = ev.everything[stratified_holdout(ev.labels, 0.25, seed=2)]
+        test = ev.trainable[stratified_holdout(ev.labels[ev.trainable], 0.25, seed=2)]
         note = "old protocol: same speakers in train and test; overstates accuracy"
-        single_split(ev, "random_split", "random split", np.setdiff1d(ev.everything, test), test, note)
+        single_split(ev, "random_split", "random split", np.setdiff1d(ev.trainable, test), test, note)
     if ev.unseen:
         windows, truth = zip(*ev.unseen)
         note = "left-out corpora's clips, streamed as one session per speaker; corpus k scaled by a temperature "
@@ -434,7 +435,9 @@ def run_protocols(ev: Evaluation, protocols: tuple[str, ...], seeds: tuple[int, 
     ev.save()
 
 
-CONFIDENT_PRECISION = 0.5  # a top emotion the floor view names is right at least half the time
+# A top emotion the floor view names is right at least a third of the time on voices never heard
+# (chance: a seventh to a quarter). Half was the first aim; no threshold reaches it (metrics.json's curve).
+CONFIDENT_PRECISION = 1 / 3
 
 
 def confidence(ev: Evaluation) -> dict:
@@ -490,7 +493,10 @@ def main(argv: list[str] | None = None) -> int:
         "--experiment", metavar="NAME", help="record results under metrics.json's experiments.NAME (tried recipes)"
     )
     parser.add_argument("--corpus-share", nargs=4, type=float, metavar=("RAVDESS", "TESS", "NEMO", "EMOSPEECH"))
-    parser.add_argument("--corpora", nargs="+", choices=CORPORA, default=CORPORA, help="train and test on these only")
+    parser.add_argument("--corpora", nargs="+", choices=CORPORA, default=CORPORA, help="use these corpora only")
+    parser.add_argument(
+        "--train-corpora", nargs="+", choices=CORPORA, default=TRAINING_CORPORA, help="train on these (test on all)"
+    )
     parser.add_argument("--no-prosody", action="store_true", help="log-mel bands only (the earlier recipe)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the adaptation-limit sweep (faster)")
     parser.add_argument("--card-only", action="store_true", help="re-render MODEL_CARD.md from metrics.json")
@@ -516,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     evaluation = Evaluation(cache, config, settings, args.out, args.experiment)
     evaluation.sweep = not args.no_sweep
+    evaluation.trainable = evaluation.everything[np.isin(evaluation.corpus, args.train_corpora)]
+    evaluation.metrics["train_corpora"] = sorted(set(args.train_corpora) & set(args.corpora))
     run_protocols(evaluation, tuple(args.only), tuple(args.seeds))
     if args.experiment is None:
         ship_temperature(evaluation.metrics, args.out)

@@ -40,7 +40,13 @@ class TrainSettings:
     learning_rate: float = 2e-3
     label_smoothing: float = 0.1
     seed: int = 0
-    corpus_share: tuple[tuple[str, float], ...] = (("ravdess", 0.35), ("tess", 0.1), ("nemo", 0.3), ("emospeech", 0.25))
+    # Renormalised over the corpora trained on (EmoSpeech's share applies only when it is).
+    corpus_share: tuple[tuple[str, float], ...] = (
+        ("ravdess", 0.45),
+        ("tess", 0.15),
+        ("nemo", 0.4),
+        ("emospeech", 0.25),
+    )
     adapt: bool = True  # speaker-adapted standardisation (else the population's only)
     band_warp: float = 0.0  # max relative stretch of the mel axis (VTLP-like), 0 = off
     adversarial: float = 0.0  # weight of a corpus classifier behind gradient reversal, 0 = off
