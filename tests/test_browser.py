@@ -136,8 +136,8 @@ def test_live_view_updates_both_streams(start_analyzer, page, speech_audio, tmp_
     assert page.console_errors == []
 
 
-def test_channel_is_marked_calibrating_until_adapted(start_analyzer, page):
-    """The dashboard marks a channel "calibrating" while `adapted` is below half the stream's `adaptation`."""
+def dashboard_fed_by_test(start_analyzer, page):
+    """The dashboard of a serving analyzer, its websocket routed to the test; returns ``send(*messages)``."""
     analyzer = start_analyzer(["--serve"])
     sockets = []
     page.route_web_socket("**/ws", lambda ws: sockets.append(ws))  # no server behind it: the test sends
@@ -146,6 +146,13 @@ def test_channel_is_marked_calibrating_until_adapted(start_analyzer, page):
 
     def send(*messages):
         sockets[-1].send(json.dumps(list(messages)))
+
+    return send
+
+
+def test_channel_is_marked_calibrating_until_adapted(start_analyzer, page):
+    """The dashboard marks a channel "calibrating" while `adapted` is below half the stream's `adaptation`."""
+    send = dashboard_fed_by_test(start_analyzer, page)
 
     def status(stream, adaptation):
         return {"type": "status", "stream": stream, "source": "mock", "state": "running", "overruns": 0,
@@ -179,11 +186,7 @@ def test_channel_is_marked_calibrating_until_adapted(start_analyzer, page):
 
 def test_top_emotion_below_the_models_confidence_reads_uncertain(start_analyzer, page):
     """A scores message with ``confident`` false shows "uncertain", not a guessed emotion, on card and summary."""
-    analyzer = start_analyzer(["--serve"])
-    sockets = []
-    page.route_web_socket("**/ws", lambda ws: sockets.append(ws))  # no server behind it: the test sends
-    page.goto(analyzer.url + "/")
-    page.wait_for_function("() => document.querySelector('#connection').textContent === 'live'", timeout=10_000)
+    send = dashboard_fed_by_test(start_analyzer, page)
 
     def scores(stream, confident, t):
         probs = {**dict.fromkeys(EMOTIONS, 0.05), "angry": 0.65}
@@ -191,13 +194,13 @@ def test_top_emotion_below_the_models_confidence_reads_uncertain(start_analyzer,
                 "rolling": probs, "top": "angry", "arousal": 0.7, "confident": confident, "latency_ms": 1.0,
                 "adapted": 0.1}  # fmt: skip
 
-    sockets[-1].send(json.dumps([scores("desk-1", False, 2.0), scores("desk-2", True, 2.0)]))
+    send(scores("desk-1", False, 2.0), scores("desk-2", True, 2.0))
     top = '.channel[data-stream="{}"][data-channel="caller"] .top'
     page.wait_for_selector(top.format("desk-2"), timeout=5_000)
     page.wait_for_function(f"() => document.querySelector('{top.format('desk-1')}').textContent === 'uncertain'")
     assert page.text_content(top.format("desk-2")) == "angry 65%"
     assert page.inner_text('[data-stream="desk-1"] .summary-top') == "uncertain"
-    sockets[-1].send(json.dumps([scores("desk-1", True, 2.5)]))  # confident again: named
+    send(scores("desk-1", True, 2.5))  # confident again: named
     page.wait_for_function(f"() => document.querySelector('{top.format('desk-1')}').textContent === 'angry 65%'")
     assert page.console_errors == []
 

@@ -209,7 +209,7 @@ class ScoringStep:
                 job.adapted = 0.0 if job.analyzer.adapters is None else job.analyzer.adapter(job).weight
             return None
         mean, mean_sq = window_moments(frames, self.model.config)
-        steps, adapter = [], None
+        steps = []
         for job in jobs:  # a channel's jobs come in time order (push and flush cut them so)
             if job.analyzer.adapters is None:
                 job.analyzer.use_adapters(self.model.new_adapter)
@@ -219,9 +219,7 @@ class ScoringStep:
                 job.adapted = steps[-1].weight
             else:
                 job.adapted = adapter.weight
-        if adapter is None:
-            return None
-        return stats_after(adapter.population, adapter.feature_config, steps)
+        return stats_after(adapter.population, adapter.feature_config, steps)  # a speech job set adapter
 
     def _classify_and_emit(self, jobs: list[WindowJob]) -> None:
         speech = [j for j in jobs if j.speech]
