@@ -155,9 +155,9 @@ def _targets(metrics: dict) -> str:
                 ]
             )
     if cv:
-        rows.append(["RAVDESS 6-fold UA ≥ 0.60 cold", _num(cv["ua"]), cv["ua"] >= 0.60])
+        rows.append(["RAVDESS speaker CV UA ≥ 0.60 cold", _num(cv["ua"]), cv["ua"] >= 0.60])
         rows.append(
-            ["RAVDESS 6-fold UA ≥ 0.65 adapted", _num(cv.get("ua_adapted")), (cv.get("ua_adapted") or 0) >= 0.65]
+            ["RAVDESS speaker CV UA ≥ 0.65 adapted", _num(cv.get("ua_adapted")), (cv.get("ua_adapted") or 0) >= 0.65]
         )
     if cv and phone:
         gap = cv["ua"] - phone["ua"]
@@ -327,14 +327,14 @@ def _protocols(summary: list[list[str]], cv: dict) -> str:
 RAVDESS single-emotion sessions (adapted): UA {_num(cv.get("ua_single_emotion_sessions"))}.
 UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy.
 The random split shows how the earlier project's protocol overstated accuracy;
-the TESS hold-out's two speakers are in training."""
+the TESS hold-out (`--only tess_holdout`) has both its speakers in training."""
 
 
 def _ravdess_detail(folds: list[list[str]], recall: list[list[str]], cv: dict) -> str:
     if not cv:
         return ""
     return f"""### RAVDESS speaker-independent folds
-Fold k tests actors 4k−3…4k and trains on the other 20 actors plus the other corpora.
+Each fold tests the actors listed and trains on the other actors plus the other corpora.
 
 {_table(["fold", "test actors", "UA cold", "UA adapted", "macro-F1", "telephone UA"], folds)}
 
@@ -364,7 +364,7 @@ def write_model_card(metrics: dict, out: Path) -> Path:
 
     summary = []
     for name, block, adapted in (
-        ("RAVDESS 6-fold speaker-independent CV (mean of folds)", cv, cv.get("ua_adapted")),
+        (f"RAVDESS {len(cv.get('per_fold', []))}-fold speaker CV (mean of folds)", cv, cv.get("ua_adapted")),
         ("… same, test audio through the telephone channel", phone, phone.get("ua_adapted")),
         ("TESS stratified 25 % hold-out (2 speakers, not generalisation)", tess, None),
         ("old protocol: random split of pooled clips (speakers shared)", rnd, None),
