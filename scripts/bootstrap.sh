@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Make the checkout runnable: system packages (apt-get, when root) and a
 # .venv with the Python dependencies. Idempotent and quick when nothing changed.
-# Usage: scripts/bootstrap.sh [run|test|train]
+# Usage: scripts/bootstrap.sh [run|test|train|cluster]   (cluster: run + Mosquitto and HAProxy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
 
 apt_run=(python3 python3-venv python3-dev libportaudio2 libsndfile1)
-apt_test=(pulseaudio pulseaudio-utils libasound2-plugins mosquitto chromium)
+apt_test=(pulseaudio pulseaudio-utils libasound2-plugins mosquitto haproxy chromium)
 packages=("${apt_run[@]}")
 [ "$mode" = test ] && packages+=("${apt_test[@]}")
+[ "$mode" = cluster ] && packages+=(mosquitto haproxy)
 
 missing=()
 for p in "${packages[@]}"; do

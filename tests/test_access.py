@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+from conftest import ROOT, twilio_start_closes
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -18,7 +19,6 @@ from streamer.core.access import AccessConfig
 from streamer.outputs.http import create_app
 from streamer.outputs.hub import Hub
 from streamer.outputs.mqtt.broker import mqtt_plaintext_warning
-from tests.conftest import ROOT, twilio_start_closes
 
 TOKEN = "s3cret-token-for-the-tests-0123"
 RESULT = {"duration_s": 0.0, "overall": None, "top": None, "arousal": None, "adapted": None, "windows": []}

@@ -154,9 +154,9 @@ def test_broker_urls():
 
 
 def test_topics_and_validation():
-    assert mqtt_topic("emotion", msg(1)) == "emotion/desk/caller/scores"
-    assert mqtt_topic("e", {"type": "status", "stream": "desk"}) == "e/desk/status"
-    assert mqtt_topic("e", {"type": "alert", "stream": "s", "channel": "c"}) == "e/s/c/alert"
+    assert mqtt_topic("emotion", "sales", msg(1)) == "emotion/sales/desk/caller/scores"
+    assert mqtt_topic("e", "q", {"type": "status", "stream": "desk"}) == "e/q/desk/status"
+    assert mqtt_topic("e", "q", {"type": "alert", "stream": "s", "channel": "c"}) == "e/q/s/c/alert"
     assert validate_message(msg(1))["stream"] == "desk"
     for bad in ([], {"type": "x", "stream": "s"}, {"type": "scores", "stream": ""}, {"type": "alert", "stream": "s"}):
         with pytest.raises(ValueError):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, write_audio
 
 from streamer.analysis.files import analyze_audio
 from streamer.core.features import frame_features
 from streamer.core.labels import EMOTIONS
-from tests.conftest import ROOT, write_audio
 
 
 def run_cli(*args: str, module: str = "streamer.analysis.files") -> subprocess.CompletedProcess:

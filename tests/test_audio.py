@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import write_audio
 
 from streamer.analysis.decode import AudioError, load_audio
 from streamer.training.cleaning import normalize_level, rms_dbfs, trim_silence
-from tests.conftest import write_audio
 
 
 def tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:

@@ -7,8 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import ROOT
+from conftest import ROOT
 
 PACKAGE = ROOT / "streamer"
 EDGE = ("sounddevice", "websockets", "aiomqtt", "tensorflow", "keras", "fastapi", "uvicorn", "librosa", "numba")

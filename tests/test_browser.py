@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import write_audio
 
 from streamer.core.labels import EMOTIONS
-from tests.conftest import write_audio
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "emotion-test-artifacts"))
 

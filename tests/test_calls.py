@@ -117,7 +117,7 @@ def test_calls_publish_to_mqtt_and_their_publisher_goes_when_they_end(mosquitto,
         call = loadgen.Call(f"CA{uuid.uuid4().hex}", speech)
         target = analyzer.url.replace("http", "ws") + "/twilio"
         messages = asyncio.run(call_and_watch(analyzer, "twilio", target, [call], 4.0))
-        topic = f"emotion/{call.call_id}"
+        topic = f"emotion/default/{call.call_id}"  # the call names no queue
         recorder.wait_for(lambda m: m[0] == f"{topic}/caller/scores")
         recorder.wait_for(lambda m: m[0] == f"{topic}/caller/alert" and m[1]["state"] == "raised")
         recorder.wait_for(lambda m: m[0] == f"{topic}/caller/alert" and m[1]["state"] == "cleared")

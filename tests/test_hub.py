@@ -138,3 +138,21 @@ def test_bad_hub_settings_are_refused():
     for kwargs in ({"client_queue": 0}, {"max_streams": 0}, {"stream_ttl_s": 0}, {"stream_ttl_s": float("inf")}):
         with pytest.raises(ValueError):
             Hub(**kwargs)
+
+
+def test_alerts_of_a_stream_whose_analyzer_went_offline_are_cleared():
+    def alert(stream: str, rule: str, state: str) -> dict:
+        return {"type": "alert", "rule": rule, "stream": stream, "channel": "caller", "emotion": "angry",
+                "score": 0.7, "since": 1.0, "at": 3.0, "severity": "warning", "state": state}  # fmt: skip
+
+    hub = Hub()
+    hub.offer(alert("dead", "angry", "raised"))
+    hub.offer(alert("dead", "sad", "raised"))
+    hub.offer(alert("dead", "sad", "cleared"))  # cleared by its analyzer: not again
+    hub.offer(alert("alive", "angry", "raised"))
+    hub.offer({**status_message("dead", "twilio", "offline", 0, 0)})
+    hub.offer({**status_message("dead", "twilio", "offline", 0, 0)})  # retained will seen again: nothing more
+    alerts = [json.loads(s) for s in hub.snapshot() if '"alert"' in s]
+    cleared = [(a["stream"], a["rule"]) for a in alerts if a["state"] == "cleared"]
+    assert cleared == [("dead", "sad"), ("dead", "angry")]
+    assert alerts[-1]["note"] == "its analyzer went offline" and alerts[-1]["score"] == 0.0

@@ -9,9 +9,9 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import ROOT, read_messages, write_audio
 
 from streamer.core.labels import EMOTIONS
-from tests.conftest import ROOT, read_messages, write_audio
 
 
 def speech_scores(messages: list[dict]) -> list[dict]:
@@ -171,7 +171,7 @@ def test_stalled_dashboard_does_not_stall_another(start_analyzer, speech_audio, 
 
 def test_lost_device_is_reported_and_recaptured(tmp_path, start_analyzer):
     """The sound server dies mid-call and comes back: status says so, the process stays up."""
-    from tests.conftest import start_pulse, stop_pulse
+    from conftest import start_pulse, stop_pulse
 
     env = start_pulse(tmp_path)
     try:

@@ -7,8 +7,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-
-from tests.conftest import MqttRecorder, read_messages, write_audio
+from conftest import MqttRecorder, read_messages, write_audio
 
 RULE = "angry>=0.15 for 1s severity high"  # the clip is angry: its rolling angry share passes this
 
@@ -25,37 +24,37 @@ def test_topic_qos_and_retain_contract(mosquitto, start_analyzer, speech_file):
     try:
         analyzer = start_analyzer(["--input", str(speech_file), "--mqtt", mosquitto.url, "--alert", RULE])
         alert = recorder.wait_for(lambda m: m[0].endswith("/alert"))[0]
-        assert alert[0] == f"emotion/{stream}/mono/alert"
+        assert alert[0] == f"emotion/default/{stream}/mono/alert"  # <prefix>/<queue>/<stream>/<channel>/<kind>
         assert (alert[2], alert[3]) == (1, False)  # QoS 1, not retained
         assert {"rule", "stream", "channel", "emotion", "score", "since", "at", "severity", "state"} <= set(alert[1])
         assert (alert[1]["rule"], alert[1]["state"], alert[1]["severity"]) == (RULE, "raised", "high")
 
         scores = recorder.wait_for(lambda m: m[0].endswith("/scores"))
-        assert scores[0][0] == f"emotion/{stream}/mono/scores" and scores[0][2:] == (0, False)
+        assert scores[0][0] == f"emotion/default/{stream}/mono/scores" and scores[0][2:] == (0, False)
         assert scores[0][1]["type"] == "scores"
-        status = recorder.wait_for(lambda m: m[0] == f"emotion/{stream}/status")
-        assert status[0][1]["online"] is True and status[0][2] == 1
+        status = recorder.wait_for(lambda m: m[0] == f"emotion/default/{stream}/status")
+        assert status[0][1]["online"] is True and status[0][2] == 1 and status[0][1]["queue"] == "default"
 
-        recorder.wait_for(lambda m: m[0] == f"emotion/{stream}/status" and m[1]["state"] == "finished")
+        recorder.wait_for(lambda m: m[0] == f"emotion/default/{stream}/status" and m[1]["state"] == "finished")
         # Rate limit: at most about one scores message per second per channel.
         n_scores = len([m for m in recorder.messages if m[0].endswith("/scores")])
         assert 1 <= n_scores <= 4 + 1
         # A latecomer gets the status as a retained message.
-        late = MqttRecorder(mosquitto.port, topic="emotion/+/status")
+        late = MqttRecorder(mosquitto.port, topic="emotion/+/+/status")
         try:
             retained = late.wait_for(lambda m: True)[0]
             assert retained[3] is True and retained[1]["stream"] == stream
         finally:
             late.close()
         assert analyzer.stop() == 0
-        final = recorder.wait_for(lambda m: m[0].endswith("/status") and m[1]["online"] is False)[-1]
+        final = recorder.wait_for(lambda m: m[0].endswith("/status") and m[1] and m[1]["online"] is False)[-1]
         assert final[1]["state"] == "finished"  # a clean exit says what happened, not "offline"
     finally:
         recorder.close()
 
 
 def test_alert_raised_while_broker_is_down_arrives_after_restart(mosquitto, start_analyzer, speech_file):
-    recorder = MqttRecorder(mosquitto.port, topic="emotion/+/+/alert", client_id="supervisor-pager", clean=False)
+    recorder = MqttRecorder(mosquitto.port, topic="emotion/+/+/+/alert", client_id="supervisor-pager", clean=False)
     time.sleep(0.5)  # the persistent subscription is in place
     mosquitto.stop()
     try:
@@ -74,15 +73,15 @@ def test_alert_raised_while_broker_is_down_arrives_after_restart(mosquitto, star
 
 
 def test_last_will_marks_a_killed_analyzer_offline(mosquitto, start_analyzer, long_call):
-    recorder = MqttRecorder(mosquitto.port, topic="emotion/+/status")
+    recorder = MqttRecorder(mosquitto.port, topic="emotion/+/+/status")
     try:
         analyzer = start_analyzer(["--input", str(long_call), "--mqtt", mosquitto.url])
         recorder.wait_for(lambda m: m[1]["online"] is True)
         analyzer.proc.send_signal(signal.SIGKILL)
         analyzer.proc.wait(10)
         will = recorder.wait_for(lambda m: m[1]["online"] is False, timeout=30)[0]
-        assert will[0] == "emotion/long-call/status"
-        assert will[1]["state"] == "offline"
+        assert will[0] == "emotion/default/long-call/status"
+        assert (will[1]["state"], will[1]["queue"]) == ("offline", "default")
     finally:
         recorder.close()
 
@@ -158,7 +157,7 @@ def test_password_from_a_file_connects_and_is_never_printed(tmp_path, start_anal
     """A broker that requires a login: the password comes from a file, and no output ever shows it."""
     import subprocess
 
-    from tests.conftest import Mosquitto
+    from conftest import Mosquitto
 
     secret = "pa55-word-never-printed"
     passwords = tmp_path / "passwd"

@@ -32,6 +32,8 @@ def test_scores_are_throttled_per_channel_and_the_latest_wins():
     assert policy.scores_due(10.5) == []  # within the interval
     assert [m["t"] for m in policy.scores_due(11.0)] == [2.0]
     assert policy.scores_due(20.0) == []  # nothing new
+    policy.offer(scores(t=2.5))
+    assert [m["t"] for m in policy.scores_due(20.1, closing=True)] == [2.5]  # a call's last is not held back
 
 
 def test_alerts_wait_for_the_broker_in_order_and_the_oldest_go_when_full():

@@ -6,11 +6,11 @@ import time
 import urllib.request
 
 import pytest
+from conftest import write_audio
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.core.histogram import LatencyHistogram
 from streamer.outputs.prometheus import Snapshot, render
-from tests.conftest import write_audio
 
 
 def parse(body: bytes) -> dict[str, dict]:

@@ -7,8 +7,8 @@ import socket
 import time
 
 import numpy as np
+from conftest import write_audio
 
-from tests.conftest import write_audio
 from tests.test_live import stalled_client
 
 

@@ -11,9 +11,9 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import ROOT, write_audio
 
 from streamer.analysis.decode import AudioError, AudioTooLong, AudioUnsupported, load_audio
-from tests.conftest import ROOT, write_audio
 
 
 class CountingFile(io.BytesIO):

@@ -14,6 +14,12 @@ one JSON object a line:
 - server → client: ``{"start_wall": T}`` (the simulated cards' clock starts),
   then ``{"report": {...}}`` every ``--report-every`` seconds, and once the
   analyzer has stopped its final counters (see ``tools.bench.server_counters``).
+
+The independent dashboard client (``python -m tools.harness dashboard-client
+URL OUT``, started by :func:`start_dashboard_client`) runs in its own process:
+it prints ``connected`` once its websocket is open, records the wall-clock
+arrival of every scores message until its stdin closes, then writes them to
+OUT (JSON, see :func:`record_dashboard`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -40,6 +46,7 @@ HOP_S = Settings.hop  # the product's default --hop
 TICK_S = 0.05  # simulated sound cards deliver 50 ms blocks, as a device callback does
 SPEECH_RATE = 16000  # the sample rate of speech_like
 SERVER_START_TIMEOUT_S = 300.0  # model loads in the server and its worker processes
+SETTLE_S = 5.0  # headline lags leave out each stream's first 5 s of audio (its start-up)
 
 
 class BenchError(RuntimeError):
@@ -294,6 +301,116 @@ async def watch_capacity_run(proc, ready: dict, ramp_s: float, record, until) ->
         await proc.wait()
 
 
+# -- an independent dashboard client ---------------------------------------------------
+
+
+def lag_summary(values_ms: Sequence[float] | np.ndarray) -> dict[str, float] | None:
+    """p50, p95, p99 and max of lags in ms (0.1 ms), or None when there are none."""
+    values = np.asarray(values_ms, dtype=float)
+    if not values.size:
+        return None
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {k: round(float(v), 1) for k, v in (("p50", p50), ("p95", p95), ("p99", p99), ("max", values.max()))}
+
+
+def zeroed_lags_ms(streams: Sequence[str], t: Sequence[float], arrival: Sequence[float]) -> np.ndarray:
+    """The lag of each score as a client without the sender's clock sees it, in ms.
+
+    Per stream: arrival minus audio time, zeroed at that stream's first
+    score to arrive, ``(arrival - first arrival) - (t - first t)``. A stream
+    that falls behind real time shows a growing lag; what the first score
+    itself waited is not seen (0 by construction). Scores in arrival order.
+    """
+    first: dict[str, float] = {}
+    out = np.empty(len(streams))
+    for i, (stream, ti, arrived) in enumerate(zip(streams, t, arrival)):
+        offset = first.setdefault(stream, arrived - ti)
+        out[i] = (arrived - ti - offset) * 1000
+    return out
+
+
+async def record_dashboard(url: str, out: Path) -> None:
+    """Be a dashboard client of ``url`` (``ws://…/ws``) until stdin closes or the server closes; write OUT.
+
+    OUT (JSON): ``scores`` as ``[stream, channel, t, arrival, latency_ms]``
+    rows in arrival order (``arrival``: ``time.time()`` when the frame was
+    handed over by the websocket library), the latest ``statuses`` per
+    stream, ``frames`` and ``messages`` received, the websocket
+    ``extensions`` negotiated (permessage-deflate, as a browser's), and this
+    process's own cost: ``cpu_s`` and ``seconds`` (wall) while connected,
+    ``parse_s`` (CPU) spent decoding and recording frames.
+    """
+    from websockets.asyncio.client import connect
+
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    scores: list[list] = []
+    statuses: dict[str, dict] = {}
+    counts = {"frames": 0, "messages": 0}
+    parse_s = 0.0
+
+    async def read(ws) -> None:
+        nonlocal parse_s
+        async for text in ws:
+            arrival = time.time()
+            began = time.process_time()  # CPU, not wall: on a busy machine wall time counts preemption
+            batch = json.loads(text)  # ~10 µs a message; all of it, as the dashboard page parses all of it
+            for m in batch:
+                kind = m["type"]
+                if kind == "scores":
+                    scores.append([m["stream"], m["channel"], m["t"], arrival, m["latency_ms"]])
+                elif kind == "status":
+                    statuses[m["stream"]] = m
+            counts["frames"] += 1
+            counts["messages"] += len(batch)
+            parse_s += time.process_time() - began
+
+    async with connect(url, max_size=None, max_queue=None) as ws:  # unbounded: never push back on the hub
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        print("connected", flush=True)
+        reader = asyncio.create_task(read(ws))
+        stop = asyncio.create_task(stdin.read())  # EOF: the bench is done (or gone)
+        await asyncio.wait([reader, stop], return_when=asyncio.FIRST_COMPLETED)
+        for task in (reader, stop):
+            task.cancel()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        extensions = [e.name for e in ws.protocol.extensions]
+    result = {"scores": scores, "statuses": statuses, **counts, "extensions": extensions}
+    result |= {"parse_s": parse_s, "cpu_s": cpu, "seconds": wall}
+    out.write_text(json.dumps(result))
+
+
+async def start_dashboard_client(port: int, out: Path) -> asyncio.subprocess.Process:
+    """Spawn :func:`record_dashboard` on the analyzer's ``/ws`` at ``port``; return once it is connected.
+
+    Close its stdin to make it write ``out`` and exit. In its own process so
+    that neither the analyzer's event loop nor the generator's shares its
+    work, and its CPU can be measured on its own.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tools.harness",
+        "dashboard-client",
+        f"ws://127.0.0.1:{port}/ws",
+        str(out),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    except TimeoutError:
+        line = b""
+    if line.strip() != b"connected":
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise BenchError("the dashboard client did not connect")
+    return proc
+
+
 # -- a process and its children ---------------------------------------------------------
 
 
@@ -346,3 +463,11 @@ def tree_memory_mb(pid: int) -> tuple[float, float]:
             elif line.startswith("Pss:"):
                 pss += int(line.split()[1]) / 1024
     return round(rss, 1), round(pss, 1)
+
+
+if __name__ == "__main__":  # python -m tools.harness dashboard-client URL OUT
+    if sys.argv[1:2] != ["dashboard-client"] or len(sys.argv) != 4:
+        sys.exit("usage: python -m tools.harness dashboard-client ws://HOST:PORT/ws OUT.json")
+    import uvloop
+
+    uvloop.run(record_dashboard(sys.argv[2], Path(sys.argv[3])))

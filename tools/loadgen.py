@@ -5,9 +5,10 @@
 Every payload is encoded once per file (calls share them, each from its own
 offset), and one 20 ms clock sends every call's next message, so the
 generator stays light beside the analyzer it loads. With ``--report`` it
-writes when each tick went out (wall clock) and at which tick each call
+writes when each tick was due (wall clock) and at which tick each call
 started, so a client can measure latency from the end of a window's audio
-at the generator to its score.
+at the generator to its score; with ``--sends`` also when each call's media
+messages actually went out (wall clock, one ``time.time()`` per message).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import sys
 import time
 import uuid
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +62,7 @@ class Call:
     sent: int = 0  # ticks sent
     started_tick: int | None = None
     error: str | None = None
+    sent_at: array | None = None  # time.time() as media message k began to go out (NaN: not sent)
 
     @property
     def ticks(self) -> int:
@@ -182,7 +186,8 @@ async def run_calls(
     """Connect every call, start them spread over ``ramp_s``, send ``seconds`` of audio each in real time.
 
     Each call's ``started_tick`` is the clock tick of its first message; its
-    message ``k`` went out at tick ``started_tick + k * Clock.PHASES``. A
+    message ``k`` was due at tick ``started_tick + k * Clock.PHASES`` and
+    began to go out at ``sent_at[k]`` (wall clock: the generator may run late). A
     call hangs up right after its last message, as a real one does: its
     last window is scored when it ends, so a hang-up held back until every
     call had finished would show up as that window's latency.
@@ -205,6 +210,9 @@ async def run_calls(
         senders.append(await _connect(protocol, target, call, encoded[key], offset, token))
     clock = Clock()
     total = int(seconds / TICK_S)
+    for sender in senders:
+        sender.call.sent_at = array("d", [math.nan]) * total  # 8 bytes a message, no object each
+    wall = time.time  # one clock read and one store per message (~0.1 µs): the hot path stays cheap
     phases: list[list[tuple[_Sender, int]]] = [[] for _ in range(Clock.PHASES)]
     last_start = 0
     for i, sender in enumerate(senders):
@@ -218,6 +226,7 @@ async def run_calls(
             if 0 <= k < total and sender.call.error is None:
                 if k == 0:
                     sender.call.started_tick = tick
+                sender.call.sent_at[k] = wall()  # the same clock as a client's arrival times
                 await sender.send_tick(k)
                 if k == total - 1:  # not awaited here: the clock goes on for the other calls
                     hanging_up[id(sender)] = asyncio.create_task(sender.close())
@@ -370,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--both-tracks", action="store_true", help="send the agent's voice too (twilio, fork)")
     parser.add_argument("--token", help="the analyzer's token")
     parser.add_argument("--report", type=Path, help="write tick times and call starts here (JSON)")
+    parser.add_argument(
+        "--sends", type=Path, help="write when each media message went out here (.npz: calls, sent_at wall clock)"
+    )
     args = parser.parse_args(argv)
     from websockets.exceptions import InvalidHandshake
 
@@ -399,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         starts = {c.call_id: c.started_tick for c in calls}
         report = {"ticks": clock.times, "phases": Clock.PHASES, "starts": starts, **summary}
         args.report.write_text(json.dumps(report))
+    if args.sends and calls:  # one row per call, in the order of `calls`; NaN where nothing was sent
+        with args.sends.open("wb") as out:  # a file object: np.savez would append .npz to a path
+            np.savez(out, calls=np.array([c.call_id for c in calls]), sent_at=np.array([c.sent_at for c in calls]))
     return 1 if failed else 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import sys
@@ -26,7 +27,9 @@ from streamer.app.settings import Settings
 from streamer.calls.desk import CallDesk
 from streamer.calls.net.audiosocket import serve_audiosocket
 from streamer.calls.net.front_door import front_door
+from streamer.calls.net.gate import ConnectionGate
 from streamer.core.access import AccessConfig
+from streamer.core.messages import valid_queue
 from streamer.core.tasks import TaskRestarts, keep_running
 from streamer.outputs import prometheus
 from streamer.outputs.bridge import LoopBridge
@@ -38,8 +41,10 @@ from streamer.sources.files import FilePacer, FileSource
 from streamer.workers.pool import build_workers, choose_kind, worker_count
 from streamer.workers.supervision import WorkerSupervisor
 
+log = logging.getLogger(__name__)
 WORKER_STOP_S = 1.5
 HOUSEKEEPING_S = 1.0
+DRAIN_REPORT_S = 30.0  # how often a drain logs the calls it still waits for
 # Messages dropped, by the names /api/status gives them (and /metrics labels them):
 # slow dashboard clients, the workers' hand-off to the loop, not JSON, beyond --max-streams,
 # invalid and overflowing MQTT input, alerts and unserialisable messages not published.
@@ -100,12 +105,19 @@ class Application:
         )
         self.sinks: list[Sink] = [self.hub]
         self.publishers = self.mqtt_stats = None
+        self.queues_invalid = 0  # calls whose queue from the phone system cannot be a topic level
         if broker is not None:  # devices, files and calls publish; with --serve it also shows other analyzers'
             from streamer.outputs.mqtt.publisher import Publishers, StreamPublisher
 
             self.publishers = Publishers(
                 lambda stream: StreamPublisher(
-                    broker, settings.mqtt_prefix, stream, settings.mqtt_interval, spool_dir=settings.mqtt_spool
+                    broker,
+                    settings.mqtt_prefix,
+                    stream,
+                    settings.mqtt_interval,
+                    spool_dir=settings.mqtt_spool,
+                    queue=self.queue_of(stream),
+                    clear_legacy_status=stream in self._local,  # devices and files may have one from before
                 ),
                 restarts=self.task_restarts,
                 keep=self._local,
@@ -145,9 +157,13 @@ class Application:
             upload_read_timeout_s=settings.upload_read_timeout,
             access=self.access,
             metrics=prometheus.collector(self.snapshot),
+            readiness=self.unready_reason,
+            drain=self.drain,
         )
         # Calls' websockets share the port, handled without ASGI (see streamer.calls.net.front_door).
-        self.doors = front_door(self.desk, self.access, {settings.twilio_path: "twilio", settings.fork_path: "fork"})
+        self.gate = ConnectionGate(settings.gate_limits)
+        paths = {settings.twilio_path: "twilio", settings.fork_path: "fork"}
+        self.doors = front_door(self.desk, self.access, paths, self.gate)
         tls = {"ssl_certfile": settings.certfile, "ssl_keyfile": settings.keyfile} if self.access.tls else {}
         # A short graceful timeout: shutdown must end within its budget whatever clients do.
         config = uvicorn.Config(
@@ -156,7 +172,10 @@ class Application:
         self.server = uvicorn.Server(config)
         self.server.capture_signals = contextlib.nullcontext  # the CLI handles SIGINT/SIGTERM
         self.audiosocket: asyncio.Server | None = None
+        self.audiosocket_connections: set = set()
         self.serving: asyncio.Task | None = None
+        self.ready = False  # workers started and loaded
+        self.draining = False
 
     # -- wiring --
 
@@ -168,6 +187,31 @@ class Application:
         stream = message["stream"]
         if stream not in self._local and stream not in self.desk.calls and stream not in self.publishers:
             self.hub.offer(message)  # this analyzer's own come back from the broker: shown already
+
+    def queue_of(self, stream: str) -> str:
+        """The queue ``stream`` publishes under: its call's own (from the phone system), else ``--default-queue``.
+
+        A call's queue that cannot be a topic level (``/``, ``+``, ``#``,
+        spaces…) does not end the call: it goes to the default queue, counted
+        in ``queues_invalid`` and logged (the first, then every 1000th).
+        """
+        call = self.desk.calls.get(stream)
+        queue = call.queue if call is not None else None
+        if queue is None:
+            return self.settings.default_queue
+        if valid_queue(queue):
+            return queue
+        self.queues_invalid += 1
+        if self.queues_invalid == 1 or self.queues_invalid % 1000 == 0:
+            log.warning(
+                "call %s: its queue %r cannot be an MQTT topic level (no '/', '+', '#' or spaces, at most "
+                "128 characters); published in the default queue %r (%d such calls so far)",
+                stream,
+                queue[:40],
+                self.settings.default_queue,
+                self.queues_invalid,
+            )
+        return self.settings.default_queue
 
     def _attach(self, call: Source) -> None:  # a new call goes to the least busy worker, and stays there
         min(self.supervisor.workers, key=lambda w: len(w.sources)).add(call)
@@ -185,6 +229,9 @@ class Application:
             **({"mqtt_invalid": stats.invalid, "mqtt_queue_full": stats.queue_full} if stats is not None else {}),
             **(self.publishers.stats() if self.publishers is not None else {}),
             **self.desk.stats(),
+            **self.gate.stats(),
+            "queues_invalid": self.queues_invalid,
+            "draining": self.draining,
         }
 
     def snapshot(self) -> prometheus.Snapshot:
@@ -212,19 +259,24 @@ class Application:
         settings = self.settings
         if settings.audiosocket:  # first: the one start that can fail on its own
             addr = settings.audiosocket_addr
-            self.audiosocket = await serve_audiosocket(*addr, self.desk, settings.audiosocket_networks)
+            self.audiosocket = await serve_audiosocket(
+                *addr, self.desk, settings.audiosocket_networks, self.gate, self.audiosocket_connections
+            )
         for worker in self.supervisor.workers:
             worker.start()
         await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in self.supervisor.workers))
+        self.ready = True
         self.pacer.start()  # files play once the analysis is ready (a device captures from its start)
         self.serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-        if self.broker is not None and settings.serve:
+        if self.broker is not None and settings.serve and not settings.own_streams_only:
             from streamer.outputs.mqtt.subscriber import SubscriberStats, subscribe
 
             self.mqtt_stats = stats = SubscriberStats()
 
             def subscribing():
-                return subscribe(self.broker, settings.mqtt_prefix, self._from_broker, self.stopping, stats)
+                return subscribe(
+                    self.broker, settings.mqtt_prefix, self._from_broker, self.stopping, stats, settings.queues
+                )
 
             self._task(keep_running("the MQTT subscriber", subscribing, self.stopping, self.task_restarts))
         self._task(keep_running("housekeeping", self._housekeeping, self.stopping, self.task_restarts))
@@ -247,12 +299,61 @@ class Application:
             print(f"audiosocket: {as_host}:{as_port}", file=sys.stderr, flush=True)
 
     async def _housekeeping(self) -> None:
-        """Once a second: replace dead workers, expire ended streams, end calls whose reconnect grace ran out."""
+        """Once a second: replace dead workers, expire ended streams, end calls whose reconnect grace ran
+        out and call connections that bring no audio."""
+        loop = asyncio.get_running_loop()
         while True:
             self.supervisor.check()
             self.hub.expire()
             self.desk.housekeeping()
+            now = loop.time()
+            for connection in [*self.doors.connections, *self.audiosocket_connections]:
+                connection.end_if_idle(now)
             await asyncio.sleep(HOUSEKEEPING_S)
+
+    # -- readiness and draining (a load balancer's view) --
+
+    def unready_reason(self) -> str | None:
+        """Why no new call should come here now, or None: ready."""
+        if not self.ready:
+            return "starting: the model and workers are loading"
+        if self.draining or self.stopping.is_set():
+            return "draining: running calls are finishing, new ones go elsewhere"
+        if not all(w.is_alive() for w in self.supervisor.workers):
+            return "an analysis worker is down (being restarted)"
+        if self.desk.live >= self.settings.max_calls:
+            return f"at --max-calls ({self.settings.max_calls} calls)"
+        return None
+
+    def drain(self) -> dict:
+        """Take no new calls; once the running calls have ended (or ``--drain-timeout``), stop.
+
+        Readiness fails at once, so the load balancer sends new calls
+        elsewhere; a new call that still arrives is refused (503 at the
+        websocket handshake, closed at AudioSocket's). Idempotent.
+        """
+        if not self.draining and not self.stopping.is_set():
+            self.draining = self.desk.draining = True
+            if self.audiosocket is not None:
+                self.audiosocket.close()  # no new AudioSocket calls; the running ones go on
+            log.warning("draining: %d calls to finish, no new ones taken; then exiting", self.desk.live)
+            self._task(self._finish_drain())
+        return {"draining": True, "calls": self.desk.live}
+
+    async def _finish_drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout
+        next_report = loop.time() + DRAIN_REPORT_S
+        while self.desk.live and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+            if loop.time() >= next_report:
+                next_report += DRAIN_REPORT_S
+                log.warning("draining: %d calls still running", self.desk.live)
+        if self.desk.live:
+            log.warning("draining: --drain-timeout reached with %d calls running; ending them", self.desk.live)
+        else:
+            log.warning("drained: every call has ended; exiting")
+        self.stopping.set()
 
     async def _stop_when_files_done(self) -> None:
         while not all(s.finished for s in self.sources):

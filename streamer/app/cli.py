@@ -4,7 +4,8 @@ Parses the options into :class:`Settings`, resolves what they point at (the
 token, the broker, the alert rules, the model, the sources), then runs an
 :class:`~streamer.app.application.Application` on uvloop. Every startup
 problem is one line on stderr and exit code 2; SIGINT/SIGTERM stop within
-{SHUTDOWN_BUDGET_S} s.
+{SHUTDOWN_BUDGET_S} s; SIGUSR1 drains (no new calls, exit once the running
+ones have ended).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ DEFAULTS = Settings(stream_id="-")  # the option defaults; --stream-id's is this
 SHUTDOWN_BUDGET_S = 5.0  # SIGTERM to exit, whatever clients and uploads do
 EXAMPLES = """examples:
   call-emotions                                   # default input device; dashboard on http://127.0.0.1:8765/
+                                                  # (no input device: serves calls only, as --serve)
   call-emotions --device softphone.monitor        # a PulseAudio/PipeWire source
   call-emotions --list-devices
   call-emotions --input call1.wav call2.flac      # files, as concurrent real-time streams
   call-emotions --device 3 --channels agent,caller
   call-emotions --device softphone.monitor --mqtt mqtt://broker:1883 --alert "caller:angry>=0.6 for 5s"
   call-emotions --serve --mqtt mqtt://broker:1883  # supervisor dashboard of every analyzer on the broker
+  call-emotions --serve --mqtt mqtt://broker:1883 --queue sales  # a team lead's: the sales queue only
   call-emotions --serve --audiosocket 127.0.0.1:9092  # calls from the phone system (also at /twilio and /fork)
 """
 
@@ -165,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=POSITIVE,
         help="seconds an ended (stopped, finished, offline) stream stays on the dashboard (default %(default)s)",
     )
+    mq.add_argument(
+        "--queue",
+        dest="queues",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --serve --mqtt: show only this queue's streams (repeatable; default: every queue)",
+    )
+    mq.add_argument(
+        "--default-queue",
+        metavar="NAME",
+        help="queue of the streams whose call names none: devices, files, AudioSocket (default: '%(default)s')",
+    )
     calls = p.add_argument_group("calls from the phone system (Twilio, FreeSWITCH, Asterisk)")
     calls.add_argument("--twilio-path", help="Twilio Media Streams websocket path (default %(default)s)")
     calls.add_argument("--fork-path", help="FreeSWITCH mod_audio_fork websocket path (default %(default)s)")
@@ -186,6 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--call-resume",
         type=POSITIVE,
         help="seconds a dropped call waits for its connection to come back (default %(default)s)",
+    )
+    calls.add_argument(
+        "--call-idle-timeout",
+        type=POSITIVE,
+        help="seconds a call connection may bring no audio before it is ended (default %(default)s)",
+    )
+    ops = p.add_argument_group("behind a load balancer")
+    ops.add_argument(
+        "--handshake-timeout",
+        type=POSITIVE,
+        help="seconds a connection has to send its request head (HTTP or websocket handshake; default %(default)s)",
+    )
+    ops.add_argument(
+        "--max-per-address",
+        type=number(int, 0, True, "an integer >= 0"),
+        help="connections at once from one client address; 0: no cap (default %(default)s; behind a load "
+        "balancer every connection comes from its address)",
+    )
+    ops.add_argument(
+        "--own-streams-only",
+        action="store_true",
+        help="with --serve --mqtt: publish this analyzer's calls but do not show the other analyzers' (one of "
+        "several behind a load balancer; the supervisor shows them all)",
+    )
+    ops.add_argument(
+        "--drain-timeout",
+        type=POSITIVE,
+        help="on SIGUSR1 or POST /api/drain: seconds running calls may take to end before the analyzer "
+        "exits anyway (default %(default)s)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     # Defaults come from Settings: one place for every value.
@@ -220,8 +265,17 @@ def unique_ids(paths: list[Path]) -> list[str]:
 
 
 def build_sources(settings: Settings, rate: int) -> list:
-    """The ``--input`` files, or the capture device (opened now); exits 2 with one line if none can be."""
-    from streamer.sources.base import DeviceError
+    """The ``--input`` files, or the capture device (opened now).
+
+    Returns
+    -------
+    list
+        The sources; empty when no capture was asked for (no ``--device``,
+        ``--channels`` or ``--input``) and the default input device cannot be
+        opened: a server without a sound card then serves calls only (one
+        line says so). Exits 2 with one line when what was asked for cannot be opened.
+    """
+    from streamer.sources.base import MONO, DeviceError
     from streamer.sources.devices import DeviceSource, describe_devices
     from streamer.sources.files import FileSource
 
@@ -240,10 +294,55 @@ def build_sources(settings: Settings, rate: int) -> list:
         source = DeviceSource(settings.stream_id, settings.device, channels, preferred_rate=rate)
         source.start()
     except DeviceError as exc:
+        if settings.device is None and channels == [MONO]:  # nothing asked of a device: a server of calls
+            print(f"no input device here: serving calls only ({exc})", file=sys.stderr)
+            return []
         print(f"error: {exc}", file=sys.stderr)
-        print(describe_devices(), file=sys.stderr)
+        listing = describe_devices()
+        if len(listing.splitlines()) > 1 or not listing.endswith(":"):  # not a heading over an empty list
+            print(listing, file=sys.stderr)
         raise SystemExit(2) from None
     return [source]
+
+
+def feeding_commands(settings: Settings, port: int, tls: bool, token: bool) -> list[str]:
+    """What to run to give a server of calls something to analyse (printed when it has no input device).
+
+    Parameters
+    ----------
+    settings : Settings
+        The running analyzer's (host and Twilio path of the load generator's target).
+    port : int
+        The port it listens on (``--port 0`` picks one).
+    tls, token : bool
+        Whether it serves wss and wants a token: the load generator's command then says so.
+
+    Returns
+    -------
+    list of str
+        Indented lines: a checkout's ``./run.sh`` and load generator, or the installed command.
+    """
+    import shlex
+
+    root = Path(__file__).resolve().parents[2]
+    checkout = (root / "run.sh").is_file() and (root / "tools" / "loadgen.py").is_file()
+    run = "./run.sh" if checkout else "call-emotions"
+    lines = []
+    if checkout:  # tools/ is not in the wheel
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        host = f"[{host}]" if ":" in host else host
+        target = f"{'wss' if tls else 'ws'}://{host}:{port}{settings.twilio_path}"
+        # The token by reference, never its value: this goes to the console and to logs.
+        where = f"$(cat {shlex.quote(str(settings.token_file))})" if settings.token_file else f"${TOKEN_ENV}"
+        secret = f' --token "{where}"' if token else ""
+        python = ".venv/bin/python" if (root / ".venv" / "bin" / "python").exists() else "python3"
+        lines.append(
+            f"  test calls:    {python} -m tools.loadgen twilio --target {target}{secret} "
+            "--calls 3 --seconds 30 FILE.wav"
+        )
+    lines.append(f"  a recording:   {run} --input FILE.wav   (instead of this server: stop it first)")
+    lines.append(f"  a sound card:  {run} --device NAME   (names: {run} --list-devices)")
+    return lines
 
 
 def bind(host: str, port: int, send_buffer_kb: int) -> socket.socket:
@@ -288,6 +387,7 @@ async def serve(settings: Settings, model, sources, sock: socket.socket, alerts,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, begin_shutdown, application.stopping)
+    loop.add_signal_handler(signal.SIGUSR1, application.drain)  # a rolling upgrade: finish the calls, then exit
     try:
         await application.run()
     except OSError as exc:  # the AudioSocket address (started first, before anything else)
@@ -371,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     model.warm_up()
     sock = bind(settings.host, settings.port, settings.send_buffer_kb)
     sources = [] if settings.serve else build_sources(settings, model.config.sample_rate)
+    if not sources and not settings.serve:  # no input device here: serve calls, exactly as --serve does
+        from dataclasses import replace
+
+        settings = replace(settings, serve=True)  # workers.pool: processes, one per core, as calls need
+        feeding = feeding_commands(settings, sock.getsockname()[1], access.tls, access.token is not None)
+        print("\n".join(["feed it:", *feeding]), file=sys.stderr, flush=True)
     import uvloop
 
     uvloop.run(serve(settings, model, sources, sock, alerts, access, broker))

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from streamer.analysis.analyzer import AnalysisSettings
 from streamer.calls.net.audiosocket import LOOPBACK, parse_networks
+from streamer.calls.net.gate import GateLimits
 from streamer.core.access import is_loopback
+from streamer.core.messages import DEFAULT_QUEUE, valid_queue
 from streamer.sources.base import MONO
 
 RESERVED_PATHS = ("/ws", "/api", "/static", "/metrics", "/docs", "/openapi.json")
@@ -69,6 +71,8 @@ class Settings:
     alerts: Path | None = None
     max_streams: int = 1000
     stream_ttl: float = 600.0
+    queues: tuple[str, ...] = ()  # --queue: the supervisor shows these queues only (default: all)
+    default_queue: str = DEFAULT_QUEUE  # of streams whose phone system names none (devices, files too)
     # calls
     twilio_path: str = "/twilio"
     fork_path: str = "/fork"
@@ -77,6 +81,12 @@ class Settings:
     analyze_agent: bool = False
     max_calls: int = 1000
     call_resume: float = 10.0
+    call_idle_timeout: float = 30.0
+    # the front door and draining
+    handshake_timeout: float = 10.0
+    max_per_address: int = 1000
+    drain_timeout: float = 3600.0
+    own_streams_only: bool = False  # behind a load balancer: publish, do not subscribe to the others
     log_level: str = "warning"
 
     def __post_init__(self) -> None:
@@ -108,8 +118,15 @@ class Settings:
             raise ValueError("--stream-id must be non-empty, without '/', '+', '#' or spaces")
         if self.serve and (self.input or self.device):
             raise ValueError("--serve captures nothing: it cannot be combined with --input or --device")
+        if self.own_streams_only and not (self.serve and self.mqtt):
+            raise ValueError("--own-streams-only is for --serve --mqtt (an analyzer behind a load balancer)")
         if (self.mqtt_ca or self.mqtt_spool or self.mqtt_password_file) and not self.mqtt:
             raise ValueError("--mqtt-ca, --mqtt-spool and --mqtt-password-file need --mqtt")
+        if self.queues and not (self.serve and self.mqtt):
+            raise ValueError("--queue chooses the queues a supervisor dashboard shows: it needs --serve and --mqtt")
+        for name, queue in [*(("--queue", q) for q in self.queues), ("--default-queue", self.default_queue)]:
+            if not valid_queue(queue):
+                raise ValueError(f"{name} must be 1-128 characters without '/', '+', '#' or spaces, got '{queue[:40]}'")
 
     @classmethod
     def from_options(cls, options: object) -> Settings:
@@ -129,6 +146,11 @@ class Settings:
     def analysis_settings(self) -> AnalysisSettings:
         """How every stream is analysed (the same for devices, files and calls)."""
         return AnalysisSettings(hop_s=self.hop, horizon_s=self.horizon, adapt_reset_s=self.adapt_reset_s)
+
+    @property
+    def gate_limits(self) -> GateLimits:
+        """What the front door lets hold a connection."""
+        return GateLimits(self.handshake_timeout, self.max_per_address, self.call_idle_timeout)
 
     @property
     def audiosocket_networks(self) -> list:

@@ -84,6 +84,11 @@ class CallSource(Source):
                     return
         self._append(voice, samples)
 
+    @property
+    def samples_received(self) -> int:
+        """Audio received so far (the voice furthest on), for idle detection."""
+        return max(self._received)
+
     def _append(self, voice: int, samples: np.ndarray) -> None:
         self._received[voice] += len(samples)
         if len(self.channels) == 1:

@@ -45,6 +45,7 @@ class CallDesk:
         self.connected: set[str] = set()
         self.started = 0
         self.errors = 0  # connections closed for bad input
+        self.draining = False  # no new calls; running ones (and their reconnects) go on
 
     def voices(self, offered: list[str]) -> list[str]:
         """Of the voices a connection carries, those analysed (caller first)."""
@@ -65,8 +66,9 @@ class CallDesk:
         if source is not None and not source.finished and source.rate == rate and source.channels == voices:
             source.resume()  # a reconnect, or a new stream of the same call
         else:
-            live = sum(not s.input_ended for s in self.calls.values())
-            if live >= self.max_calls:
+            if self.draining:
+                raise ProtocolError(f"call {call_id}: this analyzer is draining; send the call to another")
+            if self.live >= self.max_calls:
                 raise ProtocolError(f"call {call_id}: already {self.max_calls} calls (--max-calls)")
             if source is not None:
                 source.end()
@@ -97,5 +99,10 @@ class CallDesk:
             if source.finished:
                 del self.calls[call_id]
 
+    @property
+    def live(self) -> int:
+        """Calls whose audio is still coming (or may, after a dropped connection)."""
+        return sum(not s.input_ended for s in self.calls.values())
+
     def stats(self) -> dict:
-        return {"calls": sum(not s.input_ended for s in self.calls.values()), "call_errors": self.errors}
+        return {"calls": self.live, "call_errors": self.errors}

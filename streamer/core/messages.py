@@ -80,22 +80,50 @@ def status_message(stream: str, source: str, state: str, overruns: int, windows:
     }
 
 
-def mqtt_topic(prefix: str, message: dict) -> str:
-    """``<prefix>/<stream>/<channel>/scores|alert`` or ``<prefix>/<stream>/status``."""
-    kind = message["type"]
-    if kind == "status":
-        return f"{prefix}/{message['stream']}/status"
-    if kind in ("scores", "alert"):
-        return f"{prefix}/{message['stream']}/{message['channel']}/{kind}"
-    raise ValueError(f"no MQTT topic for message type {kind!r}")
-
-
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_NAME_LEN = 128
+DEFAULT_QUEUE = "default"  # the queue of streams that name none (devices, files, calls without one)
 MAX_TEXT_LEN = 1024
 MAX_LIST_LEN = 64
 MAX_DEPTH = 16
 ALERT_STATES = ("raised", "cleared")
+
+
+def valid_queue(name: object) -> bool:
+    """Whether ``name`` can be a queue: one MQTT topic level, so a supervisor can subscribe to it alone.
+
+    Non-empty, at most ``MAX_NAME_LEN`` characters, printable, no whitespace
+    and none of ``/`` (a level separator), ``+`` or ``#`` (wildcards).
+    """
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_NAME_LEN
+        and all(c.isprintable() and not c.isspace() and c not in "/+#" for c in name)
+    )
+
+
+def mqtt_topic(prefix: str, queue: str, message: dict) -> str:
+    """``<prefix>/<queue>/<stream>/<channel>/scores|alert`` or ``<prefix>/<queue>/<stream>/status``.
+
+    The queue comes first after the prefix so that a supervisor watching some
+    queues subscribes to those alone and the broker never sends it the others.
+    """
+    kind = message["type"]
+    if kind == "status":
+        return f"{prefix}/{queue}/{message['stream']}/status"
+    if kind in ("scores", "alert"):
+        return f"{prefix}/{queue}/{message['stream']}/{message['channel']}/{kind}"
+    raise ValueError(f"no MQTT topic for message type {kind!r}")
+
+
+def legacy_status_topic(prefix: str, stream: str) -> str:
+    """``<prefix>/<stream>/status``: a stream's retained status in the layout before queues.
+
+    Supervisors still read that layout while analyzers are upgraded; an
+    upgraded publisher clears its stream's stale copy there.
+    """
+    return f"{prefix}/{stream}/status"
+
 
 # -- field checks: each returns the value (possibly normalised) or raises ValueError ----------
 
@@ -211,7 +239,7 @@ SCHEMA: dict[str, dict[str, Callable[[object], object]]] = {
         "online": _flag,  # set by the MQTT publisher
         "gaps": _count,  # calls: media gaps (lost packets), filled with silence
         "agent": _text,  # calls: who and which queue, for the floor view
-        "queue": _text,
+        "queue": _text,  # free text from analyzers before queues were topic levels: still accepted
     },
     "alert": {
         "type": _kind,
@@ -252,14 +280,19 @@ def _check_values(value: object, depth: int = 0) -> None:
 
 
 def validate_message(
-    message: object, stream: str | None = None, channel: str | None = None, kind: str | None = None
+    message: object,
+    stream: str | None = None,
+    channel: str | None = None,
+    kind: str | None = None,
+    queue: str | None = None,
 ) -> dict:
     """Check a message that arrived from outside (MQTT) before it reaches dashboards.
 
     ``message`` is the raw payload (bytes or str: size-checked, then parsed
     strictly) or an already parsed object. ``stream``, ``channel`` and
     ``kind`` are what the MQTT topic says; if given, the message must agree
-    (a publisher cannot speak for another stream). Every field ``SCHEMA``
+    (a publisher cannot speak for another stream). So must its ``queue``
+    field, if it has one and ``queue`` is given (the topic's). Every field ``SCHEMA``
     declares is checked; fields it does not declare are dropped (a newer
     analyzer's additions do not break an older dashboard, and nothing
     undeclared reaches a browser). Returns the checked message; raises
@@ -295,4 +328,6 @@ def validate_message(
     for key, expected in (("stream", stream), ("channel", channel)):
         if expected is not None and checked.get(key) != expected:
             raise ValueError(f"{key} {str(checked.get(key))[:40]!r} does not match the topic's {expected[:40]!r}")
+    if queue is not None and checked.get("queue") not in (None, queue):  # optional: only if it says one
+        raise ValueError(f"queue {str(checked['queue'])[:40]!r} does not match the topic's {queue[:40]!r}")
     return checked

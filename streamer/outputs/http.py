@@ -3,8 +3,10 @@
 ``/`` the dashboard, ``/ws`` live messages, ``/api/status`` streams and
 clients, ``POST /api/analyze`` analysis of an uploaded recording (the same
 JSON as ``python -m streamer.analysis.files``), ``/metrics`` (Prometheus), ``/docs``
-and ``/openapi.json``. Every route is behind ``AccessGuard`` (token and
-websocket origin, see ``streamer.core.access``).
+and ``/openapi.json``; for a load balancer ``/healthz`` (alive), ``/readyz``
+(takes new calls) and ``POST /api/drain`` (take no new calls, exit once the
+running ones end). Every route but the two health checks is behind
+``AccessGuard`` (token and websocket origin, see ``streamer.core.access``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 DASHBOARD_DIR = dashboard_dir()
 ANALYZE_PATH = "/api/analyze"
 MEMORY_SPOOL = 8 * 1024 * 1024  # larger uploads go to a private temp file, deleted after use
+# A load balancer's health checks carry no token; they reveal only whether calls are taken.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class Window(BaseModel):
@@ -92,7 +96,7 @@ class AccessGuard:
         self._origins_logged: set[str] = set()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -231,6 +235,8 @@ def create_app(
     upload_read_timeout_s: float = 30.0,
     access: AccessConfig | None = None,
     metrics: Callable[[], tuple[bytes, str]] | None = None,
+    readiness: Callable[[], str | None] | None = None,
+    drain: Callable[[], dict] | None = None,
 ) -> FastAPI:
     """The web app around a hub and a file analyzer; the pipeline is run by the caller.
 
@@ -242,8 +248,10 @@ def create_app(
     are received and analysed at once; more get 503 at once (with
     ``Retry-After``), and a body that stalls for ``upload_read_timeout_s`` (or
     takes ten times that in all) gets 408. ``metrics`` renders ``/metrics``
-    (body, content type). ``access`` (default: no token, same-origin
-    websockets) guards every route.
+    (body, content type). ``readiness`` returns why the analyzer cannot take
+    new calls, or None when it can (``/readyz``); ``drain`` starts a drain
+    and returns its state (``POST /api/drain``). ``access`` (default: no
+    token, same-origin websockets) guards every route but the health checks.
     """
     if concurrent_uploads < 1 or not upload_read_timeout_s > 0:
         raise ValueError("concurrent_uploads must be at least 1 and upload_read_timeout_s positive")
@@ -271,6 +279,35 @@ def create_app(
     @app.get("/api/status", summary="Streams and dashboard clients")
     async def status() -> dict:
         return {"streams": hub.statuses(), "hub": hub.stats()}
+
+    @app.get("/healthz", summary="Liveness: the analyzer answers", tags=["health"])
+    async def healthz() -> dict:
+        return {"alive": True}
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: the analyzer takes new calls",
+        tags=["health"],
+        responses={503: {"description": "not ready: starting, draining, a worker down, or at --max-calls"}},
+    )
+    async def readyz():
+        reason = readiness() if readiness is not None else None
+        if reason is not None:
+            return JSONResponse({"ready": False, "reason": reason}, 503, headers={"Retry-After": "1"})
+        return {"ready": True}
+
+    if drain is not None:
+
+        @app.post(
+            "/api/drain",
+            summary="Take no new calls; exit once the running calls have ended",
+            description="Readiness fails at once, new call connections are refused with 503, running calls "
+            "go on to their end (or until --drain-timeout), then the analyzer exits. Same as SIGUSR1.",
+            status_code=202,
+            tags=["health"],
+        )
+        async def start_drain() -> dict:
+            return drain()
 
     if metrics is not None:
 

@@ -96,6 +96,7 @@ class Hub:
         self.streams_refused = 0  # messages of streams beyond max_streams
         self.streams_expired = 0
         self._alerts: deque[str] = deque(maxlen=200)
+        self._raised: dict[str, dict[tuple[str, str], dict]] = {}  # stream -> (channel, rule) -> raised alert
         self._clients: set[ClientQueue] = set()
         self.client_queue = client_queue
         self.dropped_total = 0  # by clients that have left, plus live ones via stats()
@@ -134,9 +135,21 @@ class Hub:
             self._ended[message["stream"]] = message.get("state") in self.ENDED
         elif kind == "alert":
             self._alerts.append(text)
+            raised = self._raised.setdefault(stream, {})
+            if message.get("state") == "raised":
+                raised[(message["channel"], message["rule"])] = message
+            else:
+                raised.pop((message["channel"], message["rule"]), None)
         self.published += 1
         for client in self._clients:
             client.put(text)
+        if kind == "status" and message.get("state") == "offline":
+            self._clear_alerts_of(stream)
+
+    def _clear_alerts_of(self, stream: str) -> None:
+        """Its analyzer died (MQTT Last Will): nobody will clear what it raised, so clear it here."""
+        for alert in list(self._raised.pop(stream, {}).values()):
+            self.offer({**alert, "state": "cleared", "score": 0.0, "note": "its analyzer went offline"})
 
     def expire(self) -> list[str]:
         """Forget streams that ended more than ``stream_ttl_s`` ago (their status and history)."""
@@ -146,6 +159,7 @@ class Hub:
             del self._last_seen[stream]
             self._status.pop(stream, None)
             self._ended.pop(stream, None)
+            self._raised.pop(stream, None)
             for key in [k for k in self._scores if k[0] == stream]:
                 del self._scores[key]
         self.streams_expired += len(gone)

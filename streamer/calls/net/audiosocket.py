@@ -7,7 +7,8 @@ import ipaddress
 import logging
 
 from streamer.calls.desk import CallDesk
-from streamer.calls.net.refusals import _refuse
+from streamer.calls.net.gate import ConnectionGate, IdleWatch
+from streamer.calls.net.refusals import _refuse, log_closed
 from streamer.calls.sessions import SESSIONS
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ LOOPBACK = parse_networks(["127.0.0.0/8", "::1"])
 class AudioSocketConnection(asyncio.Protocol):
     """One Asterisk AudioSocket call over TCP; only addresses in ``allowed`` get in."""
 
-    def __init__(self, desk: CallDesk, allowed: list, refused: set[str]) -> None:
-        self.desk, self.allowed, self.refused = desk, allowed, refused
+    def __init__(self, desk: CallDesk, allowed: list, refused: set[str], registry: set, gate: ConnectionGate) -> None:
+        self.desk, self.allowed, self.refused, self.registry, self.gate = desk, allowed, refused, registry, gate
+        self.idle = IdleWatch(asyncio.get_running_loop().time())
         self.session = SESSIONS["audiosocket"](desk)
         self.transport = None
         self.peer = "?"
@@ -49,6 +51,8 @@ class AudioSocketConnection(asyncio.Protocol):
                 log.warning("audiosocket: refused a connection from %s (see --audiosocket-allow)", self.peer)
             self.session.ended = True
             transport.close()
+            return
+        self.registry.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.session.ended:
@@ -67,14 +71,39 @@ class AudioSocketConnection(asyncio.Protocol):
             self.desk.close(self.session.source, ended=True, error=error)
         self.transport.close()
 
+    def end_if_idle(self, now: float) -> None:
+        """End the call if it brought no audio for ``call_idle_timeout_s``."""
+        source = self.session.source
+        timeout = self.gate.limits.call_idle_timeout_s
+        if self.session.ended or self.idle.idle_for(source.samples_received if source else 0, now) < timeout:
+            return
+        self.gate.idle_calls += 1
+        reason = f"audiosocket from {self.peer}: no audio for {timeout:g} s (--call-idle-timeout)"
+        log_closed(reason)
+        self._close(reason)
+
     def connection_lost(self, exc) -> None:
+        self.registry.discard(self)
         if not self.session.ended and self.session.source is not None:
             self.desk.close(self.session.source, ended=False)  # may reconnect with the same call id
 
 
-async def serve_audiosocket(host: str, port: int, desk: CallDesk, allow: list | None = None) -> asyncio.Server:
-    """Listen for Asterisk AudioSocket connections (default: from loopback only)."""
+async def serve_audiosocket(
+    host: str,
+    port: int,
+    desk: CallDesk,
+    allow: list | None = None,
+    gate: ConnectionGate | None = None,
+    registry: set | None = None,
+) -> asyncio.Server:
+    """Listen for Asterisk AudioSocket connections (default: from loopback only).
+
+    ``registry`` receives the open connections (for the idle check); ``gate``
+    gives the idle timeout and counts the calls ended by it.
+    """
     refused: set[str] = set()
     allowed = allow or LOOPBACK
+    gate = gate or ConnectionGate()
+    registry = registry if registry is not None else set()
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: AudioSocketConnection(desk, allowed, refused), host, port)
+    return await loop.create_server(lambda: AudioSocketConnection(desk, allowed, refused, registry, gate), host, port)

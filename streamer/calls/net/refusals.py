@@ -48,8 +48,13 @@ def _refuse(desk: CallDesk, where: str, exc: Exception) -> str:
     if not isinstance(exc, ProtocolError):
         log.debug("traceback", exc_info=exc)
         exc = ProtocolError(f"{where}: could not handle a frame ({type(exc).__name__}: {str(exc)[:80]})")
+    log_closed(str(exc))
+    return str(exc).encode()[:MAX_REASON].decode(errors="ignore")
+
+
+def log_closed(reason: str) -> None:
+    """Log why a connection was closed, within the budget."""
     allowed, suppressed = REFUSALS.allow()
     if allowed:
         more = f" ({suppressed} more not logged)" if suppressed else ""
-        log.warning("%s; connection closed%s", exc, more)
-    return str(exc).encode()[:MAX_REASON].decode(errors="ignore")
+        log.warning("%s; connection closed%s", reason, more)

@@ -27,7 +27,7 @@ class ForkSession(Session):
     the channel's read side) and the agent (right); ``mixed`` holds both
     voices in one channel and is refused unless the agent may be analysed.
     The call id is the metadata's ``callId``/``callSid``/``uuid`` (or ``call``
-    in the query).
+    in the query); the queue is the metadata's ``queue`` (or ``queue`` in the query).
     """
 
     PROTOCOL = "fork"
@@ -67,13 +67,16 @@ class ForkSession(Session):
             raise ProtocolError(f"fork: unknown mix type {mix[:20]!r}")
         raw_id = next((meta[k] for k in self.ID_KEYS if isinstance(meta.get(k), str)), self.params.get("call"))
         call_id = call_name(raw_id, "fork")
-        self.source = self.desk.open(call_id, self.PROTOCOL, rate, offered, **self._meta(meta))
+        self.source = self.desk.open(call_id, self.PROTOCOL, rate, offered, **self._meta(meta, self.params))
         self.wire_channels = len(offered)
         self.voice_columns = [offered.index(v) for v in self.source.channels]
 
     @staticmethod
-    def _meta(meta: dict) -> dict:
-        return {"agent": _meta_text(meta.get("agent")), "queue": _meta_text(meta.get("queue"))}
+    def _meta(meta: dict, params: dict[str, str]) -> dict:
+        """Agent and queue from the metadata; the queue also from the URL (``/fork?queue=sales``),
+        where a dialplan sets it once for every call it forks."""
+        queue = _meta_text(meta.get("queue")) or _meta_text(params.get("queue"))
+        return {"agent": _meta_text(meta.get("agent")), "queue": queue}
 
     def receive_bytes(self, data: bytes) -> None:
         if self.source is None:

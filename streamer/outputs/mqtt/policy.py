@@ -105,9 +105,10 @@ class SendingPolicy:
             status["state"] = "offline"
         return dumps(status)
 
-    def scores_due(self, now: float) -> list[dict]:
-        """The latest scores per channel, if ``interval_s`` has passed since the last batch."""
-        if now - self._last_scores < self.interval_s or not self._latest_scores:
+    def scores_due(self, now: float, closing: bool = False) -> list[dict]:
+        """The latest scores per channel, if ``interval_s`` has passed since the last batch (or the
+        stream is closing: its last scores are not held back)."""
+        if (now - self._last_scores < self.interval_s and not closing) or not self._latest_scores:
             return []
         self._last_scores = now
         latest, self._latest_scores = self._latest_scores, {}

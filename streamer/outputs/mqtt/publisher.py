@@ -12,7 +12,7 @@ from pathlib import Path
 import aiomqtt
 
 from streamer.core.backoff import Backoff
-from streamer.core.messages import mqtt_topic
+from streamer.core.messages import DEFAULT_QUEUE, legacy_status_topic, mqtt_topic
 from streamer.core.tasks import keep_running
 from streamer.outputs.mqtt.broker import MAX_BACKOFF_S, Broker, client_id
 from streamer.outputs.mqtt.policy import SendingPolicy, dumps
@@ -33,6 +33,15 @@ class StreamPublisher:
     spool_dir : Path, optional
         If given, undelivered alerts are also kept in ``<spool_dir>/<stream>.jsonl``
         and survive a restart of the analyzer.
+    queue : str
+        The queue the stream belongs to: the level after the prefix in every
+        topic, and the ``queue`` of its status. A valid topic level (see
+        :func:`~streamer.core.messages.valid_queue`).
+    clear_legacy_status : bool
+        Clear the stream's retained status in the layout before queues once
+        connected: a device's stale copy (its last state, or its Last Will)
+        that supervisors still reading that layout would show too. Calls
+        have none (their ids are new and their retained status is cleared).
     """
 
     def __init__(
@@ -43,24 +52,31 @@ class StreamPublisher:
         interval_s: float = 1.0,
         max_alerts: int = 1000,
         spool_dir: Path | None = None,
+        queue: str = DEFAULT_QUEUE,
+        clear_legacy_status: bool = False,
     ) -> None:
         self.broker = broker
         self.prefix = prefix
         self.stream_id = stream_id
+        self.queue = queue
+        self._legacy_status_to_clear = clear_legacy_status
         self.connected = False
         self._spool = ThreadedSpool(AlertSpool(Path(spool_dir) / f"{stream_id}.jsonl")) if spool_dir else None
         self.policy = SendingPolicy(stream_id, interval_s, max_alerts, self._spool)
+        self.policy.status["queue"] = queue  # a Last Will made before the stream's first status says it too
         self._wake = asyncio.Event()
         self._closing = False
         self.ended = False  # a finished call: its retained status is cleared once the final one is out
 
     def offer(self, message: dict) -> None:
         """Called on the event loop for every message of this stream; never waits."""
+        if message["type"] == "status":  # and so its Last Will: say the queue the topics are under
+            message = {**message, "queue": self.queue}
         if self.policy.offer(message):
             self._wake.set()
 
     async def run(self) -> None:
-        status_topic = f"{self.prefix}/{self.stream_id}/status"
+        status_topic = mqtt_topic(self.prefix, self.queue, {"type": "status", "stream": self.stream_id})
         backoff = Backoff(1.0, MAX_BACKOFF_S)
         while not self._closing:
             will = aiomqtt.Will(status_topic, self.policy.status_payload(online=False, will=True), qos=1, retain=True)
@@ -71,6 +87,9 @@ class StreamPublisher:
                     self.connected = True
                     backoff.reset()
                     self.policy.connected()
+                    if self._legacy_status_to_clear:
+                        await client.publish(legacy_status_topic(self.prefix, self.stream_id), b"", qos=1, retain=True)
+                        self._legacy_status_to_clear = False
                     await self._publish_loop(client, status_topic)
                     return
             except aiomqtt.MqttError as exc:
@@ -94,15 +113,15 @@ class StreamPublisher:
         policy = self.policy
         while True:
             while (alert := policy.next_alert()) is not None:  # oldest first; removed once the broker has it
-                await client.publish(mqtt_topic(self.prefix, alert), dumps(alert), qos=1, retain=False)
+                await client.publish(mqtt_topic(self.prefix, self.queue, alert), dumps(alert), qos=1, retain=False)
                 policy.alert_sent()
+            for message in policy.scores_due(time.monotonic(), self._closing):  # a call's last before its end
+                await client.publish(mqtt_topic(self.prefix, self.queue, message), dumps(message), qos=0)
             if policy.status_due(self._closing):
                 await client.publish(status_topic, policy.status_payload(not self._closing), qos=1, retain=True)
                 if self._closing and self.ended:
                     # Live dashboards got the final status; the broker need not keep every call ever made.
                     await client.publish(status_topic, b"", qos=1, retain=True)
-            for message in policy.scores_due(time.monotonic()):
-                await client.publish(mqtt_topic(self.prefix, message), dumps(message), qos=0)
             if self._closing:
                 return
             self._wake.clear()

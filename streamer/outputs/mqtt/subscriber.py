@@ -1,4 +1,4 @@
-"""The supervisor's MQTT subscriber: every analyzer's messages, validated, bounded."""
+"""The supervisor's MQTT subscriber: every analyzer's messages (or some queues'), validated, bounded."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import aiomqtt
 
@@ -71,14 +72,49 @@ class _QueueFullCounter(logging.Filter):
         return True
 
 
-def topic_parts(prefix: str, topic: str) -> tuple[str, str | None, str]:
-    """(stream, channel or None, kind) of ``<prefix>/<stream>[/<channel>]/<kind>``."""
+class Topic(NamedTuple):
+    """What an MQTT topic says about its message."""
+
+    queue: str | None  # None: the layout before queues (an analyzer not yet upgraded)
+    stream: str
+    channel: str | None  # None: a status
+    kind: str
+
+
+def topic_parts(prefix: str, topic: str) -> Topic:
+    """The parts of a topic in either layout, told apart by their number of levels after the prefix.
+
+    ``<prefix>/<queue>/<stream>/status`` and ``<prefix>/<queue>/<stream>/<channel>/scores|alert``;
+    before queues ``<prefix>/<stream>/status`` and ``<prefix>/<stream>/<channel>/scores|alert``.
+    Raises ValueError for anything else.
+    """
     rest = topic[len(prefix) + 1 :].split("/") if topic.startswith(prefix + "/") else []
-    if len(rest) == 2 and rest[1] == "status":
-        return rest[0], None, "status"
-    if len(rest) == 3 and rest[2] in ("scores", "alert"):
-        return rest[0], rest[1], rest[2]
+    kind = rest[-1] if rest else ""
+    if kind == "status" and len(rest) == 3:
+        return Topic(rest[0], rest[1], None, kind)
+    if kind == "status" and len(rest) == 2:
+        return Topic(None, rest[0], None, kind)
+    if kind in ("scores", "alert") and len(rest) == 4:
+        return Topic(rest[0], rest[1], rest[2], kind)
+    if kind in ("scores", "alert") and len(rest) == 3:
+        return Topic(None, rest[0], rest[1], kind)
     raise ValueError("unexpected topic")
+
+
+def topic_filters(prefix: str, queues: Sequence[str] = ()) -> list[tuple[str, int]]:
+    """(filter, QoS) to subscribe to: these ``queues`` only, or (none given) every queue and the old layout.
+
+    Without queues the old layout's filters come first: Mosquitto sends each
+    filter's retained messages as it is subscribed, so an analyzer's new
+    retained status arrives after a stale copy in the old layout and wins.
+    The layouts' filters are disjoint (their topics differ in depth), so no
+    message arrives twice.
+    """
+    filters = [] if queues else [(f"{prefix}/+/+/scores", 0), (f"{prefix}/+/+/alert", 1), (f"{prefix}/+/status", 1)]
+    for queue in dict.fromkeys(queues or ["+"]):  # "+": every queue
+        filters += [(f"{prefix}/{queue}/+/+/scores", 0), (f"{prefix}/{queue}/+/+/alert", 1)]
+        filters.append((f"{prefix}/{queue}/+/status", 1))
+    return filters
 
 
 async def subscribe(
@@ -87,13 +123,18 @@ async def subscribe(
     deliver: Callable[[dict], None],
     stop: asyncio.Event,
     stats: SubscriberStats | None = None,
+    queues: Sequence[str] = (),
 ) -> None:
     """Feed every analyzer's valid messages from the broker to ``deliver`` until ``stop`` is set.
 
-    Invalid messages are dropped and counted in ``stats``; no payload ends the loop.
+    With ``queues``, only those queues' streams: the broker sends nothing
+    else. Without, every queue's and those of analyzers still publishing in
+    the layout before queues. Invalid messages are dropped and counted in
+    ``stats``; no payload ends the loop.
     """
     stats = stats if stats is not None else SubscriberStats()
-    filters = [(f"{prefix}/+/+/scores", 0), (f"{prefix}/+/+/alert", 1), (f"{prefix}/+/status", 1)]
+    filters = topic_filters(prefix, queues)
+    watched = f"queues {', '.join(dict.fromkeys(queues))} of {prefix}/" if queues else f"{prefix}/#"
     backoff = Backoff(1.0, MAX_BACKOFF_S)
     connected = False
     client_log = logging.getLogger(f"{__name__}.client")
@@ -108,7 +149,7 @@ async def subscribe(
             async with client:
                 for topic, qos in filters:
                     await client.subscribe(topic, qos=qos)
-                log.warning("dashboard: subscribed to %s/# on %s", prefix, broker)
+                log.warning("dashboard: subscribed to %s on %s", watched, broker)
                 connected = True
                 backoff.reset()
                 async for message in client.messages:
@@ -124,7 +165,7 @@ async def subscribe(
 def _handle(message: aiomqtt.Message, prefix: str, deliver: Callable[[dict], None], stats: SubscriberStats) -> None:
     topic = message.topic.value
     try:
-        stream, channel, kind = topic_parts(prefix, topic)
+        queue, stream, channel, kind = topic_parts(prefix, topic)
     except ValueError as exc:
         stats.drop("", topic, str(exc))
         return
@@ -134,7 +175,9 @@ def _handle(message: aiomqtt.Message, prefix: str, deliver: Callable[[dict], Non
             return
         if not isinstance(payload, bytes | bytearray | str):
             raise ValueError("payload is not text")
-        valid = validate_message(payload, stream, channel, kind)
+        valid = validate_message(payload, stream, channel, kind, queue)
+        if kind == "status" and queue is not None:
+            valid["queue"] = queue  # what the broker routes by, for the dashboard's queue filter
     except Exception as exc:  # whatever a payload does, the subscriber goes on
         stats.drop(stream, topic, str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
         return
