@@ -155,8 +155,18 @@ def test_a_killed_analyzer_goes_offline_on_the_supervisor_and_the_other_loses_no
         assert alerts[-1]["state"] == "cleared" and alerts[-1]["note"] == "its analyzer went offline"
 
     later = [loadgen.Call(f"CA{uuid.uuid4().hex}", speech) for _ in range(2)]  # new calls: all to analyzer 2
-    asyncio.run(loadgen.run_calls("twilio", target, later, 3.0, ramp_s=0.2))
-    assert all(call.error is None for call in later)
+    tcp = [loadgen.Call(str(uuid.uuid4()), speech)]  # and Asterisk's AudioSocket, through HAProxy's TCP mode
+
+    async def new_calls():
+        audiosocket = f"127.0.0.1:{cluster['AUDIOSOCKET_PORT']}"
+        await asyncio.gather(
+            loadgen.run_calls("twilio", target, later, 3.0, ramp_s=0.2),
+            loadgen.run_calls("audiosocket", audiosocket, tcp, 3.0, ramp_s=0.2),
+        )
+
+    asyncio.run(new_calls())
+    assert all(call.error is None for call in [*later, *tcp])
+    later += tcp
     calling.join(30)
     assert all(call.error is None for call in calls if call.call_id in on_2)
     finished = lambda c: any(m["state"] == "finished" for m in supervisor.of(c, "status"))  # noqa: E731

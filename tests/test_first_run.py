@@ -67,6 +67,7 @@ def test_without_an_input_device_it_says_so_once_serves_calls_and_prints_how_to_
     text = "\n".join(lines)
     assert "./run.sh --input FILE.wav" in text and "./run.sh --device NAME" in text and "--list-devices" in text
     assert not any(line.startswith("error:") for line in lines) and "Traceback" not in text
+    assert "INFO: Created TensorFlow Lite" not in text  # native libraries' notices are not for users
 
     # The printed load generator command works against the printed port, as printed (shorter calls).
     loadgen = next(line for line in lines if "-m tools.loadgen" in line)

@@ -7,7 +7,10 @@ of the serving process. Without LiteRT, the Keras file is used through TensorFlo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -30,6 +33,22 @@ def litert_name(batch_size: int) -> str:
     return f"emotion_lstm_b{batch_size}.tflite"
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 to /dev/null for a moment: LiteRT's C++ prints an INFO line per interpreter
+    ("Created TensorFlow Lite XNNPACK delegate") that no switch turns off; it is not for users.
+    Python errors still raise."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 class ModelError(RuntimeError):
     """The model folder is missing or inconsistent; the message is user-facing."""
 
@@ -41,8 +60,9 @@ class _LiteRTBackend:
         self.batch_sizes = batch_sizes
         self._runners = {}
         for size in batch_sizes:
-            interpreter = Interpreter(model_path=str(model_dir / litert_name(size)), num_threads=num_threads)
-            interpreter.allocate_tensors()
+            with native_stderr_silenced():
+                interpreter = Interpreter(model_path=str(model_dir / litert_name(size)), num_threads=num_threads)
+                interpreter.allocate_tensors()
             self._runners[size] = (
                 interpreter,
                 interpreter.get_input_details()[0]["index"],
