@@ -104,6 +104,7 @@ def test_sigusr1_drains_an_idle_analyzer_at_once(start_analyzer):
 def guarded(tmp_path_factory):
     env = {**os.environ, "EMOTION_TOKEN": TOKEN}
     args = ["--serve", "--handshake-timeout", "2", "--max-per-address", "6", "--call-idle-timeout", "2"]
+    args += ["--max-calls", "1"]
     analyzer = Analyzer(args, env=env)
     analyzer.wait_ready()
     yield analyzer
@@ -167,3 +168,22 @@ def test_an_oversized_frame_is_refused_and_logged_once(guarded):
         ws.recv(timeout=10)
     time.sleep(0.5)
     assert guarded.output().count("connection closed") - before == 1
+
+
+def test_an_analyzer_at_max_calls_is_not_ready_until_a_call_ends(guarded, speech):
+    target = guarded.url.replace("http", "ws") + "/twilio"
+    call = loadgen.Call(f"CA{uuid.uuid4().hex}", speech)
+
+    async def run():
+        calling = asyncio.create_task(loadgen.run_calls("twilio", target, [call], 3.0, ramp_s=0.1, token=TOKEN))
+        await asyncio.sleep(1.5)
+        during = await asyncio.to_thread(get, guarded.url + "/readyz")
+        await calling
+        return during
+
+    during = asyncio.run(run())
+    assert during == (503, {"ready": False, "reason": "at --max-calls (1)"})
+    deadline = time.monotonic() + 10
+    while get(guarded.url + "/readyz")[0] != 200:  # the call's input has ended: ready again
+        assert time.monotonic() < deadline
+        time.sleep(0.2)

@@ -322,7 +322,7 @@ class Application:
         if not all(w.is_alive() for w in self.supervisor.workers):
             return "an analysis worker is down (being restarted)"
         if self.desk.live >= self.settings.max_calls:
-            return f"at --max-calls ({self.settings.max_calls} calls)"
+            return f"at --max-calls ({self.settings.max_calls})"
         return None
 
     def drain(self) -> dict:
