@@ -14,7 +14,7 @@ import numpy as np
 from conftest import ROOT
 
 from streamer.workers.pool import choose_kind
-from tools.bench_calls import call_lags
+from tools.bench_calls import call_lags, merge_recordings
 from tools.harness import P95_TARGET_MS, SETTLE_S, expected_windows, model_window_s
 
 # The keys the README's performance section quotes.
@@ -222,3 +222,24 @@ def test_call_lags_zero_each_stream_at_its_first_score_and_leave_out_its_first_s
     assert lags["tick_to_client_ms_incl_first_5s"]["max"] == 250.0
     # A call's first score: its first message's tick to the arrival of the window ending at 2.0 s.
     assert np.allclose(list(lags["first_scores_s"].values()), 2.0 - 0.02 + 0.05)
+
+
+def test_a_clusters_dashboard_recordings_merge_into_one_in_arrival_order():
+    """``calls --cluster N``: one client per analyzer (each sees only its own calls), measured as one client."""
+
+    def recording(rows, cpu_s, seconds):
+        statuses = {row[0]: {"stream": row[0]} for row in rows}
+        return {"scores": rows, "statuses": statuses, "frames": len(rows), "messages": len(rows) + 1,
+                "parse_s": 0.01, "cpu_s": cpu_s, "seconds": seconds, "extensions": ["permessage-deflate"]}  # fmt: skip
+
+    a = recording([["A", "caller", 2.0, 10.0, 3.0], ["A", "caller", 3.0, 11.0, 3.0]], 0.5, 20.0)
+    b = recording([["B", "caller", 2.0, 10.5, 3.0], ["B", "caller", 3.0, 11.5, 3.0]], 0.3, 19.0)
+    merged = merge_recordings([a, b])
+    assert [row[3] for row in merged["scores"]] == [10.0, 10.5, 11.0, 11.5]
+    assert set(merged["statuses"]) == {"A", "B"} and merged["frames"] == 4 and merged["messages"] == 6
+    assert merged["cpu_s"] == 0.8 and merged["seconds"] == 20.0 and merged["extensions"] == ["permessage-deflate"]
+    # The figures are those of one client that saw both analyzers' calls.
+    gen = {"ticks": [0.0] * 1000, "phases": 1, "starts": {"A": 0, "B": 0}}
+    sends = {c: np.zeros(200) for c in "AB"}
+    assert call_lags(merged["scores"], gen, sends)["counts"] == {"A": 2, "B": 2}
+    assert merge_recordings([a]) == a

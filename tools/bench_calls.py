@@ -1,4 +1,4 @@
-"""Telephony capacity through the real path: ``python -m tools.bench calls [--calls N ...] [--both-tracks]``.
+"""Telephony capacity, real path: ``python -m tools.bench calls [--calls N ...] [--both-tracks] [--cluster N]``.
 
 Starts ``run_stream.py --serve`` (the analyzer as deployed), an
 independent dashboard websocket client (its own process:
@@ -18,19 +18,33 @@ later lag look negative), the send figure can.
 Also reported: memory (RSS and PSS) and CPU of the analyzer with its worker
 processes, the client's own CPU, the time from a call's first audio to its
 first score, and the parse cost of one media message in the event loop.
+
+With ``--cluster N`` the calls go instead to ``deploy/local-cluster.sh N``
+(a broker, N analyzers with ``--own-streams-only``, HAProxy, a supervisor;
+free loopback ports, its own folder) through HAProxy's calls port. One
+independent client per analyzer records that analyzer's ``/ws``; their
+recordings are merged and every figure is computed as for one analyzer.
+Memory and CPU are summed over the analyzers' process trees; the broker's,
+HAProxy's and the supervisor's CPU are reported apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import os
+import random
 import re
+import signal
+import socket
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +55,7 @@ from tools.harness import (
     HOP_S,
     P95_TARGET_MS,
     ROOT,
+    SERVER_START_TIMEOUT_S,
     SETTLE_S,
     SPEECH_RATE,
     BenchError,
@@ -150,15 +165,21 @@ def call_lags(scores: list[list], gen: dict, sends: dict[str, np.ndarray], settl
     }
 
 
-async def _run(calls: int, seconds: float, both: bool, ramp_s: float, speech: Path, analyzer_args=()) -> dict:
-    """One run of ``calls`` calls; the generator's and the client's records go to a temporary directory."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return await _measure(Path(tmp), calls, seconds, both, ramp_s, speech, analyzer_args)
+@dataclass
+class Service:
+    """Where the generator's calls go: one analyzer (:func:`one_analyzer`) or a cluster (:func:`local_cluster`)."""
+
+    mode: str  # "1 analyzer" or "cluster of N"
+    target: str  # the generator's --target
+    ports: list[int]  # each analyzer's dashboard port: its /ws shows its own calls
+    analyzers: list[int]  # each analyzer's pid: memory and CPU are summed over their process trees
+    analysis: str  # an analyzer's "analysis: KIND (N workers)" line
+    others: dict[str, int] = field(default_factory=dict)  # a cluster's broker, HAProxy and supervisor (CPU apart)
 
 
-async def _measure(
-    tmp: Path, calls: int, seconds: float, both: bool, ramp_s: float, speech: Path, analyzer_args=()
-) -> dict:
+@contextlib.asynccontextmanager
+async def one_analyzer(calls: int, analyzer_args=()):
+    """``run_stream.py --serve`` on a port the OS picks, stopped on exit."""
     analyzer = await asyncio.create_subprocess_exec(
         sys.executable,
         "run_stream.py",
@@ -174,20 +195,156 @@ async def _measure(
         stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
     )
-    port = None
-    while port is None:
-        line = (await asyncio.wait_for(analyzer.stderr.readline(), 120)).decode()
-        if not line:
-            raise BenchError("the analyzer exited before it listened")
-        found = DASHBOARD_LINE.search(line)
-        port = int(found.group(2)) if found else None
-    stderr_task = asyncio.create_task(analyzer.stderr.read())  # keep its pipe drained
-    report, sends_file, recorded_file = tmp / "loadgen.json", tmp / "sends.npz", tmp / "client.json"
-    cpu_before = tree_cpu_seconds(analyzer.pid)
-    client = None
+    draining = None
     try:
-        # The dashboard client is its own process, connected before any call starts (no history replayed).
-        client = await start_dashboard_client(port, recorded_file)
+        port = analysis = None
+        while port is None or analysis is None:  # it prints its analysis line right after its dashboard's
+            line = (await asyncio.wait_for(analyzer.stderr.readline(), 120)).decode(errors="replace")
+            if not line:
+                raise BenchError("the analyzer exited before it listened")
+            found = DASHBOARD_LINE.search(line)
+            port = int(found.group(2)) if found else port
+            analysis = line if ANALYSIS_LINE.search(line) else analysis
+        draining = asyncio.create_task(analyzer.stderr.read())  # keep its pipe drained
+        yield Service("1 analyzer", f"ws://127.0.0.1:{port}/twilio", [port], [analyzer.pid], analysis)
+    finally:
+        if analyzer.returncode is None:
+            analyzer.terminate()
+        await analyzer.wait()
+        if draining is not None:
+            await draining
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports free now, below the ephemeral range."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)
+        try:
+            for port in range(base, base + count):
+                socket.create_server(("127.0.0.1", port)).close()
+        except OSError:
+            continue
+        return base
+    raise BenchError(f"no {count} consecutive free loopback ports")
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(n: int, calls: int, analyzer_args=()):
+    """``deploy/local-cluster.sh n`` (broker, n analyzers, HAProxy, supervisor) on free loopback ports with
+    its own folder; stopped (SIGTERM to its process group) and the folder removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as folder:
+        base = free_port_block(4 + 2 * n)  # calls, AudioSocket, supervisor, broker; n analyzers; n AudioSockets
+        ports = {
+            "CALLS_PORT": base,
+            "AUDIOSOCKET_PORT": base + 1,
+            "DASHBOARD_PORT": base + 2,
+            "MQTT_PORT": base + 3,
+            "FIRST_ANALYZER_PORT": base + 4,
+            "FIRST_AUDIOSOCKET_PORT": base + 4 + n,
+            "MAX_PER_ADDRESS": calls + 10,  # every call comes from this machine's address
+        }
+        env = os.environ | {k: str(v) for k, v in ports.items()} | {"CLUSTER_DIR": folder}
+        script = await asyncio.create_subprocess_exec(
+            "deploy/local-cluster.sh",
+            str(n),
+            "--max-calls",
+            str(calls + 10),
+            "--client-queue",
+            "100000",
+            *analyzer_args,
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own process group, with everything it starts
+        )
+        draining = None
+        try:
+            said = ""
+            while "cluster ready" not in said:
+                try:
+                    line = await asyncio.wait_for(script.stderr.readline(), SERVER_START_TIMEOUT_S)
+                except TimeoutError:
+                    line = b""
+                if not line:
+                    raise BenchError(f"the {n}-analyzer cluster did not start: {said[-1000:]}")
+                said += line.decode(errors="replace")
+            draining = asyncio.create_task(script.stderr.read())
+            pid = {p.stem: int(p.read_text()) for p in Path(folder).glob("*.pid")}
+            analysis = ANALYSIS_LINE.search(Path(folder, "analyzer-1.log").read_text(errors="replace"))
+            yield Service(
+                f"cluster of {n}",
+                f"ws://127.0.0.1:{ports['CALLS_PORT']}/twilio",
+                [ports["FIRST_ANALYZER_PORT"] + k for k in range(n)],
+                [pid[f"analyzer-{k + 1}"] for k in range(n)],
+                analysis.group(0) if analysis else "",
+                {name: pid[name] for name in ("broker", "haproxy", "supervisor")},
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(script.pid, signal.SIGTERM)  # the script stops its children and waits for them
+            try:
+                await asyncio.wait_for(script.wait(), 60)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(script.pid, signal.SIGKILL)
+                await script.wait()
+            if draining is not None:
+                await draining
+
+
+def merge_recordings(recordings: list[dict]) -> dict:
+    """The recordings of several dashboard clients (one per analyzer, each seeing only its own calls) as one.
+
+    Scores in arrival order (a stream's own stay in order: it is on one
+    analyzer); statuses, frames, messages and CPU summed; ``seconds`` the
+    longest, so ``cpu_s / seconds`` is about the clients' cores together.
+    """
+    return {
+        "scores": sorted((row for r in recordings for row in r["scores"]), key=lambda row: row[3]),
+        "statuses": {stream: s for r in recordings for stream, s in r["statuses"].items()},
+        **{key: sum(r[key] for r in recordings) for key in ("frames", "messages", "parse_s", "cpu_s")},
+        "seconds": max(r["seconds"] for r in recordings),
+        "extensions": sorted({e for r in recordings for e in r["extensions"]}),
+    }
+
+
+def service_cpu_s(service: Service) -> dict[str, float]:
+    """CPU seconds so far: the analyzers' process trees summed, and each of a cluster's other processes."""
+    trees = {name: tree_cpu_seconds(pid) for name, pid in service.others.items()}
+    return {"analyzers": sum(tree_cpu_seconds(pid) for pid in service.analyzers), **trees}
+
+
+def service_memory_mb(service: Service) -> tuple[float, float]:
+    """(RSS, PSS) in MB of the analyzers' process trees, summed."""
+    rss, pss = zip(*(tree_memory_mb(pid) for pid in service.analyzers))
+    return round(sum(rss), 1), round(sum(pss), 1)
+
+
+async def _run(
+    calls: int, seconds: float, both: bool, ramp_s: float, speech: Path, analyzer_args=(), cluster: int = 0
+) -> dict:
+    """One run of ``calls`` calls against one analyzer, or a cluster of ``cluster`` analyzers; the
+    generator's and the clients' records go to a temporary directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        starting = local_cluster(cluster, calls, analyzer_args) if cluster else one_analyzer(calls, analyzer_args)
+        async with starting as service:
+            return await _measure(Path(tmp), service, calls, seconds, both, ramp_s, speech, analyzer_args)
+
+
+async def _measure(
+    tmp: Path, service: Service, calls: int, seconds: float, both: bool, ramp_s: float, speech: Path, analyzer_args=()
+) -> dict:
+    report, sends_file = tmp / "loadgen.json", tmp / "sends.npz"
+    recorded_files = [tmp / f"client-{k + 1}.json" for k in range(len(service.ports))]
+    cpu_before = service_cpu_s(service)
+    clients = []
+    try:
+        # One dashboard client per analyzer, each its own process, connected before any call starts
+        # (no history replayed).
+        for port, recorded_file in zip(service.ports, recorded_files):
+            clients.append(await start_dashboard_client(port, recorded_file))
         generator = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -195,7 +352,7 @@ async def _measure(
             "twilio",
             str(speech),
             "--target",
-            f"ws://127.0.0.1:{port}/twilio",
+            service.target,
             "--calls",
             str(calls),
             "--seconds",
@@ -212,32 +369,38 @@ async def _measure(
             stderr=asyncio.subprocess.PIPE,
         )
         generating = asyncio.create_task(generator.communicate())
-        # The analyzer's peak memory (with its workers) while the calls ran, sampled: each call
+        # The analyzers' peak memory (with their workers) while the calls ran, sampled: each call
         # hangs up when its audio ends.
         rss = pss = 0.0
         while not generating.done():
-            now_rss, now_pss = await asyncio.to_thread(tree_memory_mb, analyzer.pid)
+            now_rss, now_pss = await asyncio.to_thread(service_memory_mb, service)
             rss, pss = max(rss, now_rss), max(pss, now_pss)
             await asyncio.wait([generating], timeout=1.0)
-        await asyncio.sleep(3.0)  # the last windows and final statuses reach the client
-        cpu = tree_cpu_seconds(analyzer.pid) - cpu_before
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
-            hub = json.loads(response.read())["hub"]
+        await asyncio.sleep(3.0)  # the last windows and final statuses reach the clients
+        cpu_after = service_cpu_s(service)
+        cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+        hubs = []
+        for port in service.ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
+                hubs.append(json.loads(response.read())["hub"])
         out, err = generating.result()
-        client.stdin.close()  # the client writes what it recorded and exits
-        if await asyncio.wait_for(client.wait(), 60) != 0 or not recorded_file.exists():
-            raise BenchError("the dashboard client failed")
+        for client in clients:
+            client.stdin.close()  # the client writes what it recorded and exits
+        for client, recorded_file in zip(clients, recorded_files):
+            if await asyncio.wait_for(client.wait(), 60) != 0 or not recorded_file.exists():
+                raise BenchError("the dashboard client failed")
     finally:
-        if client is not None and client.returncode is None:
-            client.kill()
-            await client.wait()
-        analyzer.terminate()
-        await analyzer.wait()
-    analysis = ANALYSIS_LINE.search((await stderr_task).decode(errors="replace"))
+        for client in clients:
+            if client.returncode is None:
+                client.kill()
+                await client.wait()
+    analysis = ANALYSIS_LINE.search(service.analysis)
     if generator.returncode not in (0, 1) or not report.exists() or not sends_file.exists():
         raise BenchError(f"the load generator failed: {err.decode()[-300:]}")
     gen = json.loads(report.read_text())
-    recorded = json.loads(recorded_file.read_text())
+    recordings = [json.loads(f.read_text()) for f in recorded_files]
+    recorded = merge_recordings(recordings)
+    hub = {key: sum(h.get(key, 0) for h in hubs) for key in ("dropped", "bridge_dropped", "call_errors")}
     with np.load(sends_file) as saved:
         sends = dict(zip(saved["calls"].tolist(), saved["sent_at"]))
     lags = call_lags(recorded["scores"], gen, sends)
@@ -262,8 +425,10 @@ async def _measure(
     }
     processing = [row[4] for row in recorded["scores"]]  # the analyzer's own: window cut -> message
     first = np.asarray(list(lags.pop("first_scores_s").values()))
+    elapsed, analyzer_cpu = seconds + ramp_s + 3.0, cpu.pop("analyzers")
     return {
         "calls": calls,
+        "mode": service.mode,
         "tracks": "both" if both else "inbound",
         "seconds": seconds,
         "analysis": analysis.group(1) if analysis else None,
@@ -274,6 +439,7 @@ async def _measure(
         **lags,
         "scores_received": sum(counts.values()),
         "client_streams": len(counts),
+        "calls_per_analyzer": [len({row[0] for row in r["scores"]}) for r in recordings],
         "client_frames": recorded["frames"],
         "client_messages": recorded["messages"],
         "client_cpu_cores": round(recorded["cpu_s"] / max(recorded["seconds"], 1e-9), 3),
@@ -289,10 +455,12 @@ async def _measure(
         "generator_tick_late_ms_p95": gen["tick_late_ms_p95"],
         "window_cut_to_message_ms_p50_p95": [round(float(np.percentile(processing, q)), 1) for q in (50, 95)],
         "first_score_s_p50_max": [round(float(np.median(first)), 2), round(float(first.max()), 2)],
-        "rss_mb": rss,  # peak while the calls ran, summed over the analyzer and its worker processes
+        "rss_mb": rss,  # peak while the calls ran, summed over the analyzers and their worker processes
         "pss_mb": pss,
-        "analyzer_cpu_s": round(cpu, 2),
-        "analyzer_cpu_cores": round(cpu / (seconds + ramp_s + 3.0), 2),
+        "analyzer_cpu_s": round(analyzer_cpu, 2),  # every analyzer's process tree
+        "analyzer_cpu_cores": round(analyzer_cpu / elapsed, 2),
+        # A cluster's broker, HAProxy and supervisor (with its workers), each on its own.
+        "cluster_cpu_cores": {name: round(s / elapsed, 3) for name, s in cpu.items()},
     }
 
 
@@ -303,6 +471,7 @@ def format_table(runs: list[dict]) -> str:
         return " / ".join(str(summary[k]) for k in keys) if summary else "-"
 
     header = (
+        "service",
         "calls",
         "sustained",
         "lossless",
@@ -312,11 +481,15 @@ def format_table(runs: list[dict]) -> str:
         "cut->message ms p95",
         "scores / lost",
         "client CPU",
+        "analyzers CPU / PSS",
+        "broker / HAProxy / supervisor CPU",
     )
     rows = [header]
     for r in runs:
+        others = r["cluster_cpu_cores"]
         rows.append(
             (
+                r["mode"],
                 f"{r['calls']} ({r['tracks']})",
                 "yes" if r["sustained"] else "no",
                 "yes" if r["lossless"] else "no",
@@ -326,6 +499,8 @@ def format_table(runs: list[dict]) -> str:
                 str(r["window_cut_to_message_ms_p50_p95"][1]),
                 f"{r['scores_received']} / {r['missing_windows']}",
                 f"{r['client_cpu_cores']} cores",
+                f"{r['analyzer_cpu_cores']} cores / {r['pss_mb']:.0f} MB",
+                " / ".join(str(others[k]) for k in ("broker", "haproxy", "supervisor")) if others else "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -337,7 +512,11 @@ def format_table(runs: list[dict]) -> str:
         "tick->client: from when its clock was due to send it (the bench's earlier figure). cut->message: the "
         "analyzer's own latency_ms. lost: windows that never reached the client. A negative client lag: the "
         "score came sooner after its audio than the stream's first did. sustained: nothing lost, and the p95 of "
-        f"both CLIENT LAG and send->client <= {P95_TARGET_MS:g} ms."
+        f"both CLIENT LAG and send->client <= {P95_TARGET_MS:g} ms. service: one run_stream.py --serve, or "
+        "deploy/local-cluster.sh N (the calls through HAProxy; one client per analyzer, their recordings merged). "
+        "analyzers CPU / PSS: every analyzer with its worker processes, summed (cores over the run; peak PSS); "
+        "a cluster's broker, HAProxy and supervisor apart. The generator, the clients and everything else share "
+        "this machine's cores."
     )
     return "\n".join([*lines, legend])
 
@@ -411,8 +590,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the calls start")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--analyzer-arg", action="append", default=[], help="pass this to run_stream.py")
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the calls through deploy/local-cluster.sh N (N analyzers behind HAProxy) instead of one analyzer",
+    )
     parser.add_argument("--loop-seconds", type=float, default=30.0, help="length of the event-loop cost run")
     args = parser.parse_args(argv)
+    if args.cluster < 0:
+        parser.error("--cluster N needs N >= 1 analyzers")
     if args.seconds <= SETTLE_S:
         parser.error(f"--seconds must exceed {SETTLE_S:g}: the headline leaves out each call's first {SETTLE_S:g} s")
     results = {"per_message": message_cost_us(), "runs": []}
@@ -422,16 +610,19 @@ def main(argv: list[str] | None = None) -> int:
         results["per_message"] |= loop_cost(max(args.calls), args.loop_seconds, speech)
         print(json.dumps(results["per_message"]), flush=True)
         for n in args.calls:
-            run = asyncio.run(_run(n, args.seconds, args.both_tracks, args.ramp, speech, args.analyzer_arg))
+            run = asyncio.run(
+                _run(n, args.seconds, args.both_tracks, args.ramp, speech, args.analyzer_arg, args.cluster)
+            )
             results["runs"].append(run)
             print(json.dumps(run), flush=True)
     sustained = [run["calls"] for run in results["runs"] if run["sustained"]]
     results["max_calls_sustained"] = max(sustained, default=0)
     tracks = "both tracks" if args.both_tracks else "the inbound track"
+    service = f"a cluster of {args.cluster} analyzers" if args.cluster else "1 analyzer"
     print(format_table(results["runs"]))
     print(
-        f"most calls sustained ({tracks}; nothing lost, client and send->client p95 <= {P95_TARGET_MS:g} ms; "
-        f"of {' '.join(map(str, args.calls))}): {results['max_calls_sustained']}"
+        f"most calls sustained ({service}; {tracks}; nothing lost, client and send->client p95 <= "
+        f"{P95_TARGET_MS:g} ms; of {' '.join(map(str, args.calls))}): {results['max_calls_sustained']}"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
