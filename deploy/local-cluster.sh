@@ -84,8 +84,9 @@ sed -e "s|^    # @servers http\$|${http_servers%\\n}|" -e "s|^    # @servers aud
   deploy/haproxy.cfg >"$CLUSTER_DIR/haproxy.cfg"
 haproxy -c -q -f "$CLUSTER_DIR/haproxy.cfg"
 start haproxy haproxy -db -f "$CLUSTER_DIR/haproxy.cfg"
-# The supervisor: a dashboard of every call on the broker (it takes no calls itself behind HAProxy).
-start supervisor "$python" run_stream.py --serve --mqtt "$broker" --port "$DASHBOARD_PORT"
+# The supervisor: a dashboard of every call on the broker. It takes no calls itself behind HAProxy: one
+# analysis thread (for uploads) is enough.
+start supervisor "$python" run_stream.py --serve --mqtt "$broker" --port "$DASHBOARD_PORT" --workers 1 --analysis threads
 
 for k in $(seq "$count"); do
   wait_ready "analyzer-$k" "http://127.0.0.1:$((FIRST_ANALYZER_PORT + k - 1))/readyz"
