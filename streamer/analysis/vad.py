@@ -33,9 +33,6 @@ VAD_RATE = 16000  # rate trackers are fed at (the emotion model's)
 CHUNK = 512  # samples per Silero decision at 16 kHz (32 ms)
 CONTEXT_S = 0.004  # Silero v5 sees the last 4 ms of the previous chunk with each chunk
 SILERO_RATES = (8000, 16000)
-# Streams per model run: the model costs less per chunk in batches of about 64 than in one of
-# hundreds (cache-sized; docs/notes/2026-12-04-design-measurements.md).
-RUN_BATCH = 64
 
 
 @dataclass
@@ -60,19 +57,18 @@ class SpeechGate:
 
     def update(self, probabilities: Iterable[float]) -> np.ndarray:
         """Speech state after each chunk probability."""
-        return np.array([self.step(p) for p in probabilities], bool)
-
-    def step(self, p: float) -> bool:
-        """Speech state after one chunk probability."""
-        if p >= self.start:
-            self.speaking, self._quiet = True, 0
-        elif self.speaking and p < self.stop:
-            self._quiet += 1
-            if self._quiet > self.hangover:
-                self.speaking, self._quiet = False, 0
-        else:
-            self._quiet = 0
-        return self.speaking
+        states = []
+        for p in probabilities:
+            if p >= self.start:
+                self.speaking, self._quiet = True, 0
+            elif self.speaking and p < self.stop:
+                self._quiet += 1
+                if self._quiet > self.hangover:
+                    self.speaking, self._quiet = False, 0
+            else:
+                self._quiet = 0
+            states.append(self.speaking)
+        return np.array(states, bool)
 
 
 class SpeechTracker:
@@ -125,23 +121,12 @@ class SpeechTracker:
     def next_chunk(self) -> np.ndarray:
         return self._pending[:CHUNK]
 
-    def pending(self) -> np.ndarray:
-        """The whole pending chunks, shape (chunks, CHUNK); they stay pending until decided."""
-        n = self.pending_chunks
-        return self._pending[: n * CHUNK].reshape(n, CHUNK)
-
     def decide(self, probability: float) -> None:
         """Record the engine's probability for the next pending chunk."""
-        self.decide_many((probability,))
-
-    def decide_many(self, probabilities: Iterable[float]) -> None:
-        """Record the engine's probabilities for the next pending chunks, in order."""
-        n = 0
-        for p in probabilities:
-            self._states[(self._chunks + n) % self._states.size] = self.gate.step(p)
-            n += 1
-        self._chunks += n
-        self._pending = self._pending[n * CHUNK :]
+        state = self.gate.update((probability,))[0]
+        self._states[self._chunks % self._states.size] = state
+        self._chunks += 1
+        self._pending = self._pending[CHUNK:]
 
     def speech_fraction(self, start: int, end: int) -> float:
         """Share of decided chunks inside samples ``[start, end)`` that are speech."""
@@ -214,63 +199,48 @@ class SileroVAD:
         tracker.model_context = np.zeros(self._context, np.float32)
         tracker.filter_history = np.zeros(0 if self._taps is None else self._taps.size - 1, np.float32)
 
-    def _decimate(self, tracker: SpeechTracker, chunks: np.ndarray) -> np.ndarray:
-        """One stream's ``chunks`` (n, CHUNK) at 16 kHz to Silero's rate, continuing its filter."""
+    def _prepare(self, trackers: list[SpeechTracker]) -> None:
+        for tracker in trackers:
+            if tracker.model_context.size != self._context:  # a new stream (or one scored at another rate)
+                self._reset(tracker)
+
+    def _decimate(self, trackers: list[SpeechTracker], chunks: np.ndarray) -> np.ndarray:
+        """``chunks`` (streams, CHUNK) at 16 kHz to Silero's rate, continuing each stream's filter."""
         if self._taps is None:
             return chunks
         history = self._taps.size - 1
-        signal = np.concatenate([tracker.filter_history, chunks.ravel()])
-        tracker.filter_history = signal[-history:]
+        signal = np.concatenate([np.stack([t.filter_history for t in trackers]), chunks], axis=1)
+        for i, tracker in enumerate(trackers):
+            tracker.filter_history = signal[i, -history:]
         # The filter at every factor-th position where it sees only real samples.
-        frames = np.lib.stride_tricks.sliding_window_view(signal, self._taps.size)[:: self._factor]
-        return (frames @ self._taps[::-1]).reshape(len(chunks), -1)
+        frames = np.lib.stride_tricks.sliding_window_view(signal, self._taps.size, axis=1)[:, :: self._factor]
+        return frames @ self._taps[::-1]
 
     def score(self, trackers: Iterable[SpeechTracker]) -> None:
-        """Decide every pending chunk of ``trackers``: one model run per 32 ms step for all streams.
-
-        Per stream the audio is decimated and level-checked in one go; per
-        step the loud chunks of every stream go through the model together
-        (in runs of :data:`RUN_BATCH`), carrying each stream's recurrent
-        state and context in batch arrays. A quiet chunk is silence and
-        restarts its stream's state, as between utterances.
-        """
         waiting = [t for t in trackers if t.pending_chunks]
-        if not waiting:
-            return
         with self._lock:
-            for tracker in waiting:
-                if tracker.model_context.size != self._context:  # a new stream (or one scored at another rate)
-                    self._reset(tracker)
-            audio = [t.pending() for t in waiting]
-            counts = np.array([len(a) for a in audio])
-            steps, n = int(counts.max()), len(waiting)
-            chunks = np.zeros((n, steps, CHUNK // self._factor), np.float32)
-            loud = np.zeros((n, steps), bool)
-            for i, (tracker, pending) in enumerate(zip(waiting, audio)):
-                chunks[i, : len(pending)] = self._decimate(tracker, pending)
-                power = np.mean(np.square(pending), axis=1)
-                loud[i, : len(pending)] = True if self._quiet_power is None else power >= self._quiet_power
-            state = np.stack([t.model_state for t in waiting], axis=1)
-            context = np.stack([t.model_context for t in waiting])
-            probs = np.zeros((n, steps), np.float32)
-            for step in range(steps):
-                present = counts > step
-                quiet = np.flatnonzero(present & ~loud[:, step])
-                state[:, quiet] = 0.0
-                context[quiet] = 0.0
-                rows = np.flatnonzero(loud[:, step])
-                for first in range(0, rows.size, RUN_BATCH):
-                    part = rows[first : first + RUN_BATCH]
-                    batch = np.concatenate([context[part], chunks[part, step]], axis=1)
-                    out, state[:, part] = self._session.run(
-                        None, {"input": batch, "state": state[:, part], "sr": self._rate}
-                    )
-                    probs[part, step] = out[:, 0]
-                    context[part] = chunks[part, step, -self._context :]
-            for i, tracker in enumerate(waiting):
-                tracker.model_state = state[:, i].copy()
-                tracker.model_context = context[i].copy()
-                tracker.decide_many(probs[i, : counts[i]].tolist())
+            self._prepare(waiting)
+            while waiting:
+                chunks = np.stack([t.next_chunk() for t in waiting])
+                if self._quiet_power is not None:
+                    quiet = np.mean(np.square(chunks), axis=1) < self._quiet_power
+                    for i in np.flatnonzero(quiet):
+                        self._reset(waiting[i])
+                        waiting[i].decide(0.0)
+                    loud = np.flatnonzero(~quiet)
+                    active, chunks = [waiting[i] for i in loud], chunks[loud]
+                else:
+                    active = waiting
+                if active:
+                    chunks = self._decimate(active, chunks)
+                    batch = np.concatenate([np.stack([t.model_context for t in active]), chunks], axis=1)
+                    state = np.stack([t.model_state for t in active], axis=1)
+                    probs, state = self._session.run(None, {"input": batch, "state": state, "sr": self._rate})
+                    for i, tracker in enumerate(active):
+                        tracker.model_state = state[:, i]
+                        tracker.model_context = chunks[i, -self._context :].copy()
+                        tracker.decide(float(probs[i, 0]))
+                waiting = [t for t in waiting if t.pending_chunks]
 
 
 _local = threading.local()
