@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -472,8 +472,6 @@ def main(argv: list[str] | None = None) -> int:
     sock = bind(settings.host, settings.port, settings.send_buffer_kb)
     sources = [] if settings.serve else build_sources(settings, model.config.sample_rate)
     if not sources and not settings.serve:  # no input device here: serve calls, exactly as --serve does
-        from dataclasses import replace
-
         settings = replace(settings, serve=True)  # workers.pool: processes, one per core, as calls need
         feeding = feeding_commands(settings, sock.getsockname()[1], access.tls, access.token is not None)
         print("\n".join(["feed it:", *feeding]), file=sys.stderr, flush=True)
