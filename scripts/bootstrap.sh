@@ -31,7 +31,14 @@ fi
 extras=""
 [ "$mode" = test ] && extras="[dev]"
 [ "$mode" = train ] && extras="[dev,train]"
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)$mode"
+hash="$(cat pyproject.toml | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$hash$mode"
+# run and cluster need no extras: any install of this pyproject (test, train) has what they need.
+if [ "$mode" = run ] || [ "$mode" = cluster ]; then
+  for done in .venv/.installed-"$hash"*; do
+    if [ -f "$done" ]; then stamp="$done"; fi
+  done
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv" >&2
   python3 -m venv .venv
