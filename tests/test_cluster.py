@@ -20,30 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from streamer.analysis.decode import load_audio
 from tools import loadgen
-
-
-def free_ports_in_a_row(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    for _ in range(100):
-        first = free_port()
-        if first + count < 65536 and all(_free(first + k) for k in range(1, count)):
-            return first
-    raise RuntimeError("no run of free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+from tools.bench_calls import free_port_block
 
 
 class Watcher(threading.Thread):
@@ -78,14 +61,14 @@ class Watcher(threading.Thread):
 
 @pytest.fixture
 def cluster(tmp_path):
-    first = free_ports_in_a_row(2)
+    base = free_port_block(8)  # calls, AudioSocket, supervisor, broker; 2 analyzers; their 2 AudioSockets
     ports = {
-        "CALLS_PORT": free_port(),
-        "AUDIOSOCKET_PORT": free_port(),
-        "DASHBOARD_PORT": free_port(),
-        "MQTT_PORT": free_port(),
-        "FIRST_ANALYZER_PORT": first,
-        "FIRST_AUDIOSOCKET_PORT": free_ports_in_a_row(2),
+        "CALLS_PORT": base,
+        "AUDIOSOCKET_PORT": base + 1,
+        "DASHBOARD_PORT": base + 2,
+        "MQTT_PORT": base + 3,
+        "FIRST_ANALYZER_PORT": base + 4,
+        "FIRST_AUDIOSOCKET_PORT": base + 6,
     }
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "CLUSTER_DIR": str(tmp_path)}
     log = (tmp_path / "cluster.log").open("w+")

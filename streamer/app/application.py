@@ -175,7 +175,6 @@ class Application:
         self.audiosocket_connections: set = set()
         self.serving: asyncio.Task | None = None
         self.ready = False  # workers started and loaded
-        self.draining = False
 
     # -- wiring --
 
@@ -231,7 +230,7 @@ class Application:
             **self.desk.stats(),
             **self.gate.stats(),
             "queues_invalid": self.queues_invalid,
-            "draining": self.draining,
+            "draining": self.desk.draining,
         }
 
     def snapshot(self) -> prometheus.Snapshot:
@@ -317,7 +316,7 @@ class Application:
         """Why no new call should come here now, or None: ready."""
         if not self.ready:
             return "starting: the model and workers are loading"
-        if self.draining or self.stopping.is_set():
+        if self.desk.draining or self.stopping.is_set():
             return "draining: running calls are finishing, new ones go elsewhere"
         if not all(w.is_alive() for w in self.supervisor.workers):
             return "an analysis worker is down (being restarted)"
@@ -332,8 +331,8 @@ class Application:
         elsewhere; a new call that still arrives is refused (503 at the
         websocket handshake, closed at AudioSocket's). Idempotent.
         """
-        if not self.draining and not self.stopping.is_set():
-            self.draining = self.desk.draining = True
+        if not self.desk.draining and not self.stopping.is_set():
+            self.desk.draining = True
             if self.audiosocket is not None:
                 self.audiosocket.close()  # no new AudioSocket calls; the running ones go on
             log.warning("draining: %d calls to finish, no new ones taken; then exiting", self.desk.live)

@@ -8,7 +8,7 @@ import logging
 
 from streamer.calls.desk import CallDesk
 from streamer.calls.net.gate import ConnectionGate, IdleWatch
-from streamer.calls.net.refusals import _refuse, log_closed
+from streamer.calls.net.refusals import _refuse
 from streamer.calls.sessions import SESSIONS
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,11 @@ class AudioSocketConnection(asyncio.Protocol):
 
     def end_if_idle(self, now: float) -> None:
         """End the call if it brought no audio for ``call_idle_timeout_s``."""
-        source = self.session.source
-        timeout = self.gate.limits.call_idle_timeout_s
-        if self.session.ended or self.idle.idle_for(source.samples_received if source else 0, now) < timeout:
+        if self.session.ended:
             return
-        self.gate.idle_calls += 1
-        reason = f"audiosocket from {self.peer}: no audio for {timeout:g} s (--call-idle-timeout)"
-        log_closed(reason)
-        self._close(reason)
+        reason = self.gate.idle_reason(self.idle, self.session.source, now, f"audiosocket from {self.peer}")
+        if reason is not None:
+            self._close(reason)
 
     def connection_lost(self, exc) -> None:
         self.registry.discard(self)

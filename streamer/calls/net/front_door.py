@@ -30,7 +30,7 @@ from websockets.typing import Subprotocol
 
 from streamer.calls.desk import CallDesk
 from streamer.calls.net.gate import ConnectionGate, IdleWatch
-from streamer.calls.net.refusals import MAX_REASON, _refuse, log_closed
+from streamer.calls.net.refusals import MAX_REASON, _refuse
 from streamer.calls.sessions import SESSIONS
 from streamer.calls.sessions.base import ProtocolError, Session
 from streamer.core.access import AccessConfig
@@ -147,15 +147,13 @@ class MediaConnection(asyncio.Protocol):
 
     def end_if_idle(self, now: float) -> None:
         """End the call if it brought no audio for ``call_idle_timeout_s`` (the housekeeping asks once a second)."""
-        source = self.session.source if self.session is not None else None
-        timeout = self.gate.limits.call_idle_timeout_s
-        if self.ended or self.idle.idle_for(source.samples_received if source else 0, now) < timeout:
+        if self.ended:
             return
-        self.gate.idle_calls += 1
-        reason = f"{self.kind} from {self.peer}: no audio for {timeout:g} s (--call-idle-timeout)"
-        log_closed(reason)
-        self._end(reason[:MAX_REASON])
-        self._flush()
+        source = self.session.source if self.session is not None else None
+        reason = self.gate.idle_reason(self.idle, source, now, f"{self.kind} from {self.peer}")
+        if reason is not None:
+            self._end(reason[:MAX_REASON])
+            self._flush()
 
     def connection_lost(self, exc) -> None:
         self.registry.discard(self)

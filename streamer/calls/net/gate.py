@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamer.calls.net.refusals import log_closed
+
 
 @dataclass(frozen=True)
 class GateLimits:
@@ -47,6 +49,17 @@ class ConnectionGate:
             self.open[address] = held
         else:
             self.open.pop(address, None)
+
+    def idle_reason(self, idle: IdleWatch, source, now: float, who: str) -> str | None:
+        """Why a call connection is ended for bringing no audio for ``call_idle_timeout_s`` (counted and
+        logged), or None while it is within it. ``source`` is its call (None before the call started)."""
+        timeout = self.limits.call_idle_timeout_s
+        if idle.idle_for(source.samples_received if source is not None else 0, now) < timeout:
+            return None
+        self.idle_calls += 1
+        reason = f"{who}: no audio for {timeout:g} s (--call-idle-timeout)"
+        log_closed(reason)
+        return reason
 
     def stats(self) -> dict:
         return {
